@@ -1,0 +1,1 @@
+"""absl launchers of the framework's experiments; configs live in `experiments/configs`."""

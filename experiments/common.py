@@ -1,0 +1,121 @@
+"""Pieces every launcher shares: the workdir, metrics, reports, progress logs and config checks."""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+
+
+def prepare_workdir(path: str | pathlib.Path) -> pathlib.Path:
+  """Create the run folder if needed and return it as an absolute path."""
+  if not str(path):
+    raise ValueError("--workdir is empty; pass the folder where the run writes its files.")
+  workdir = pathlib.Path(path).expanduser().absolute()
+  workdir.mkdir(parents=True, exist_ok=True)
+  return workdir
+
+
+def to_builtin(value: Any) -> Any:
+  """Convert arrays and numpy scalars in nested containers into JSON-ready Python values.
+
+  Non-finite floats become None, because JSON has no NaN or infinity.
+  """
+  if isinstance(value, Mapping):
+    return {str(k): to_builtin(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [to_builtin(v) for v in value]
+  if isinstance(value, (jax.Array, np.ndarray, np.generic)):
+    array = np.asarray(value)
+    if array.ndim == 0:
+      return to_builtin(array.item())
+    return [to_builtin(v) for v in array.tolist()]
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
+
+
+class MetricsLog:
+  """`metrics.jsonl` in the workdir: one JSON record per line, each with a `step`.
+
+  On resume, `truncate_after(step)` drops the records written after the restored
+  checkpoint, so a resumed run's log equals an uninterrupted run's.
+  """
+
+  def __init__(self, workdir: pathlib.Path, name: str = "metrics.jsonl"):
+    self.path = workdir / name
+
+  def append(self, record: Mapping[str, Any]) -> None:
+    with self.path.open("a") as f:
+      f.write(json.dumps(to_builtin(record)) + "\n")
+
+  def read(self) -> list[dict[str, Any]]:
+    if not self.path.exists():
+      return []
+    records = []
+    for line in self.path.read_text().splitlines():
+      if line.strip():
+        try:
+          records.append(json.loads(line))
+        except json.JSONDecodeError:
+          # A run killed mid-write leaves a partial last line; it is dropped.
+          logging.warning("Dropping an unreadable line of %s.", self.path)
+    return records
+
+  def truncate_after(self, phase: str, step: int) -> None:
+    """Keep records of other phases, and those of `phase` up to `step`."""
+    kept = [r for r in self.read() if r.get("phase") != phase or r.get("step", 0) <= step]
+    self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+def write_report(workdir: pathlib.Path, report: Mapping[str, Any], markdown: str) -> None:
+  """Write `report.json` and `report.md`."""
+  (workdir / "report.json").write_text(json.dumps(to_builtin(report), indent=2) + "\n")
+  (workdir / "report.md").write_text(markdown)
+
+
+class Progress:
+  """Logs step, rate and ETA of a long loop through absl logging, at most every `every_s`."""
+
+  def __init__(self, name: str, total: int, start: int = 0, every_s: float = 10.0):
+    self._name = name
+    self._total = total
+    self._start_step = start
+    self._start_time = time.perf_counter()
+    self._last_log = -math.inf
+    self._every_s = every_s
+
+  def update(self, step: int, **metrics: float) -> None:
+    now = time.perf_counter()
+    if now - self._last_log < self._every_s and step < self._total:
+      return
+    self._last_log = now
+    done = step - self._start_step
+    elapsed = now - self._start_time
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = (self._total - step) / rate if rate > 0 else math.inf
+    extra = " ".join(f"{k}={float(v):.4g}" for k, v in metrics.items())
+    logging.info("%s step %d/%d, %.2f steps/s, ETA %.0f s %s", self._name, step, self._total,
+                 rate, eta, extra)
+
+
+def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
+  """Render a markdown table; floats get four significant digits and None an em dash."""
+
+  def cell(value: Any) -> str:
+    if value is None:
+      return "—"
+    if isinstance(value, float):
+      return f"{value:.4g}"
+    return str(value)
+
+  lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+  lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+  return "\n".join(lines) + "\n"
