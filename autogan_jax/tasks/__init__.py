@@ -1,6 +1,7 @@
 """Level 0: the task protocol, task families and the real data sets behind them."""
 
 from autogan_jax.tasks import datasets
+from autogan_jax.tasks.base import FlatTask
 from autogan_jax.tasks.base import Task
 from autogan_jax.tasks.char_lm import CharLMTask
 from autogan_jax.tasks.char_lm import char_task
@@ -16,7 +17,7 @@ from autogan_jax.tasks.quadratic import QuadraticTask
 from autogan_jax.tasks.quadratic import quadratic_task
 
 __all__ = [
-    "ACTIVATIONS", "CharFamily", "CharLMTask", "DigitsFamily", "DigitsMLPTask", "QuadraticTask",
-    "Task", "char_task", "datasets", "digits_task", "heldout_char_tasks", "heldout_digits_tasks",
-    "meta_train_family", "quadratic_task",
+    "ACTIVATIONS", "CharFamily", "CharLMTask", "DigitsFamily", "DigitsMLPTask", "FlatTask",
+    "QuadraticTask", "Task", "char_task", "datasets", "digits_task", "heldout_char_tasks",
+    "heldout_digits_tasks", "meta_train_family", "quadratic_task",
 ]

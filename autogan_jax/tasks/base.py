@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 import jax
+import jax.flatten_util
+from flax import struct
 
 Params = Any
 Batch = Any
@@ -33,3 +35,39 @@ class Task(Protocol):
 
   def evaluate(self, params: Params, split: str = "test") -> dict[str, jax.Array]:
     """Return `loss` and, where the task has one, `accuracy` on a whole split."""
+
+
+def _unravel_fn(task):
+  shapes = jax.eval_shape(task.init, jax.random.key(0))
+  _, unravel = jax.flatten_util.ravel_pytree(
+      jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), shapes))
+  return unravel
+
+
+@struct.dataclass
+class FlatTask:
+  """A task whose parameters are one flat vector.
+
+  A per-parameter update rule then runs once over one tensor instead of once
+  per leaf, which shrinks the compiled program of meta-training several times
+  over. The math of the task is unchanged.
+  """
+
+  task: Any
+  name: str = struct.field(pytree_node=False, default="flat")
+
+  def describe(self) -> str:
+    return self.task.describe()
+
+  def init(self, key):
+    flat, _ = jax.flatten_util.ravel_pytree(self.task.init(key))
+    return flat
+
+  def batch(self, key, step):
+    return self.task.batch(key, step)
+
+  def loss(self, params, batch, key=None):
+    return self.task.loss(_unravel_fn(self.task)(params), batch, key)
+
+  def evaluate(self, params, split="test"):
+    return self.task.evaluate(_unravel_fn(self.task)(params), split)

@@ -1,0 +1,188 @@
+r"""Meta-training of the learned rule by truncated backpropagation through time.
+
+A batch of `num_tasks` inner runs, each drawn from a task family, is trained by
+the learned rule. Every meta-step unrolls each run for `unroll_length` steps
+from where it stopped and differentiates the meta-loss with respect to the
+meta-parameters through that unroll only (the incoming state is a constant).
+A run that reaches the horizon restarts on a new task.
+
+The meta-loss of one unroll with batch losses L_1..L_K and final validation loss V is
+
+  (1 - w) * mean_k log(L_k + floor) + w * log(V + floor).
+
+The floor bounds it below: log(L) alone rewards driving a minibatch loss to
+exactly zero, where it reaches minus infinity in float32 and the meta-gradients
+stop being finite. The validation term counters overfitting of the inner runs.
+
+Runs whose loss, state or meta-gradient is not finite are quarantined: left out
+of the mean meta-gradient, counted, and restarted on a new task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from autogan_jax.core import tree as tree_lib
+from autogan_jax.meta import inner
+from autogan_jax.optim import learned
+
+PyTree = Any
+
+
+@struct.dataclass
+class MetaHyperparams:
+  """Traced settings of meta-training; changing them never recompiles.
+
+  Attributes:
+    meta_learning_rate: step size of the Adam meta-optimizer.
+    clip_norm: the mean meta-gradient is clipped to this global norm.
+    loss_floor: added to losses inside the logarithm of the meta-loss.
+    valid_weight: weight w of the validation term of the meta-loss.
+    horizon: inner steps after which a run restarts on a new task.
+  """
+
+  meta_learning_rate: jax.Array
+  clip_norm: jax.Array
+  loss_floor: jax.Array
+  valid_weight: jax.Array
+  horizon: jax.Array
+
+
+def make_hyperparams(*, meta_learning_rate: float, clip_norm: float, loss_floor: float,
+                     valid_weight: float, horizon: int) -> MetaHyperparams:
+  return MetaHyperparams(meta_learning_rate=jnp.float32(meta_learning_rate),
+                         clip_norm=jnp.float32(clip_norm), loss_floor=jnp.float32(loss_floor),
+                         valid_weight=jnp.float32(valid_weight),
+                         horizon=jnp.int32(horizon))
+
+
+@struct.dataclass
+class MetaTrainState:
+  """Everything meta-training needs to continue; checkpointed whole.
+
+  Attributes:
+    meta_params: the learned rule's meta-parameters.
+    meta_opt_state: the meta-optimizer's state.
+    tasks: the current task of each run, stacked along a leading axis.
+    inner: the inner run of each task, stacked.
+    step: meta-steps taken.
+    quarantined: runs left out because something in them was not finite.
+  """
+
+  meta_params: PyTree
+  meta_opt_state: PyTree
+  tasks: PyTree
+  inner: inner.InnerState
+  step: jax.Array
+  quarantined: jax.Array
+
+
+def meta_optimizer(hyper: MetaHyperparams) -> optax.GradientTransformation:
+  """Adam on the clipped meta-gradient; the hyperparameters may be traced."""
+  return optax.chain(optax.clip_by_global_norm(hyper.clip_norm), optax.scale_by_adam(),
+                     optax.scale_by_learning_rate(hyper.meta_learning_rate))
+
+
+@dataclasses.dataclass(frozen=True)
+class TruncatedTrainer:
+  """Static settings of truncated meta-training and its pure functions.
+
+  Attributes:
+    sample_task: jittable `key -> task`; all tasks it returns share one structure.
+    num_tasks: inner runs per meta-step, vmapped.
+    unroll_length: inner steps per meta-step.
+  """
+
+  sample_task: Callable[[jax.Array], Any]
+  num_tasks: int
+  unroll_length: int
+
+  def _fresh_runs(self, meta_params, rule_hyper, key):
+    keys = jax.random.split(key, self.num_tasks)
+
+    def one(k):
+      k_task, k_run = jax.random.split(k)
+      task = self.sample_task(k_task)
+      tx = learned.learned_optimizer(meta_params, rule_hyper)
+      return task, inner.start(task, tx, k_run)
+
+    return jax.vmap(one)(keys)
+
+  def init(self, meta_params: PyTree, rule_hyper: learned.RuleHyperparams,
+           hyper: MetaHyperparams, key: jax.Array) -> MetaTrainState:
+    tasks, runs = self._fresh_runs(meta_params, rule_hyper, key)
+    return MetaTrainState(meta_params=meta_params,
+                          meta_opt_state=meta_optimizer(hyper).init(meta_params),
+                          tasks=tasks, inner=runs, step=jnp.zeros((), jnp.int32),
+                          quarantined=jnp.zeros((), jnp.int32))
+
+  def meta_loss(self, meta_params, rule_hyper, hyper: MetaHyperparams, task,
+                run: inner.InnerState):
+    """Return the meta-loss of one unroll, and the new run state, batch losses and validation loss."""
+    tx = learned.learned_optimizer(meta_params, rule_hyper)
+    run = jax.lax.stop_gradient(run)
+    new_run, losses = inner.unroll(task, tx, run, self.unroll_length)
+    valid_loss = task.evaluate(new_run.params, "valid")["loss"]
+    train_term = jnp.mean(jnp.log(losses + hyper.loss_floor))
+    valid_term = jnp.log(valid_loss + hyper.loss_floor)
+    value = (1.0 - hyper.valid_weight) * train_term + hyper.valid_weight * valid_term
+    return value, (new_run, losses, valid_loss)
+
+  def step(self, state: MetaTrainState, rule_hyper: learned.RuleHyperparams,
+           hyper: MetaHyperparams, key: jax.Array):
+    """Take one meta-step; return the new state and a dict of scalar metrics."""
+    k_reset = jax.random.fold_in(key, 0)
+
+    # Runs past the horizon restart on new tasks before the unroll.
+    finished = state.inner.step >= hyper.horizon
+    fresh_tasks, fresh_runs = self._fresh_runs(state.meta_params, rule_hyper, k_reset)
+    tasks = tree_lib.select_rows(finished, fresh_tasks, state.tasks)
+    runs = tree_lib.select_rows(finished, fresh_runs, state.inner)
+
+    grad_fn = jax.value_and_grad(self.meta_loss, has_aux=True)
+    (losses, (new_runs, batch_losses, valid_losses)), grads = jax.vmap(
+        grad_fn, in_axes=(None, None, None, 0, 0))(state.meta_params, rule_hyper, hyper, tasks,
+                                                  runs)
+
+    healthy = jax.vmap(lambda g, r: tree_lib.all_finite(g) & tree_lib.all_finite(r.params))(
+        grads, new_runs)
+    healthy = healthy & jnp.isfinite(losses)
+    num_healthy = jnp.sum(healthy)
+    weights = healthy.astype(jnp.float32) / jnp.maximum(num_healthy, 1).astype(jnp.float32)
+
+    def weighted_mean(g):
+      clean = jnp.where(healthy.reshape((-1,) + (1,) * (g.ndim - 1)), g, 0.0)
+      return jnp.tensordot(weights, clean, axes=1)
+
+    mean_grads = jax.tree.map(weighted_mean, grads)
+    updates, meta_opt_state = meta_optimizer(hyper).update(mean_grads, state.meta_opt_state,
+                                                           state.meta_params)
+    any_healthy = num_healthy > 0
+    meta_params = tree_lib.select(any_healthy, optax.apply_updates(state.meta_params, updates),
+                                  state.meta_params)
+    meta_opt_state = tree_lib.select(any_healthy, meta_opt_state, state.meta_opt_state)
+
+    # A quarantined run is marked finished so that it restarts on the next step.
+    restart = runs.replace(step=jnp.full_like(runs.step, hyper.horizon))
+    new_runs = tree_lib.select_rows(healthy, new_runs, restart)
+    new_state = MetaTrainState(meta_params=meta_params, meta_opt_state=meta_opt_state,
+                               tasks=tasks, inner=new_runs, step=state.step + 1,
+                               quarantined=state.quarantined + self.num_tasks - num_healthy)
+    safe = lambda x: jnp.where(healthy, x, jnp.nan)  # noqa: E731
+    metrics = {
+        "meta_loss": jnp.nanmean(safe(losses)),
+        "train_loss": jnp.nanmean(safe(jnp.mean(batch_losses, axis=1))),
+        "valid_loss": jnp.nanmean(safe(valid_losses)),
+        "meta_grad_norm": optax.tree.norm(mean_grads),
+        "quarantined_now": self.num_tasks - num_healthy,
+        "quarantined_total": new_state.quarantined,
+        "learning_rate": jnp.exp(meta_params["log_lr"]),
+    }
+    return new_state, metrics

@@ -1,0 +1,19 @@
+"""Learned update rules as optax gradient transformations."""
+
+from autogan_jax.optim.learned import BASIS
+from autogan_jax.optim.learned import FEATURES
+from autogan_jax.optim.learned import LearnedRuleState
+from autogan_jax.optim.learned import RuleHyperparams
+from autogan_jax.optim.learned import adam_meta_params
+from autogan_jax.optim.learned import default_hyperparams
+from autogan_jax.optim.learned import init_meta_params
+from autogan_jax.optim.learned import learned_optimizer
+from autogan_jax.optim.learned import UNROLLABLE_RULES
+from autogan_jax.optim.learned import sgd_meta_params
+from autogan_jax.optim.learned import unrollable_rule
+
+__all__ = [
+    "BASIS", "FEATURES", "LearnedRuleState", "RuleHyperparams", "adam_meta_params",
+    "UNROLLABLE_RULES", "default_hyperparams", "init_meta_params", "learned_optimizer",
+    "sgd_meta_params", "unrollable_rule",
+]

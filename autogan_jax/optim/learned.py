@@ -1,0 +1,242 @@
+r"""A learned, per-parameter update rule as an optax gradient transformation.
+
+For every scalar parameter the rule keeps two momenta and a second moment,
+
+  m1 = b1 m1 + (1 - b1) g,   m2 = b_slow m2 + (1 - b_slow) g,   v = b2 v + (1 - b2) g^2,
+
+bias-corrects them, and proposes
+
+  update = -exp(log_lr) * (c_adam * m1^ / (sqrt(v^ + eps_root) + eps)
+                           + c_grad * g + c_momentum * m1 + c_decay * p
+                           + f(features)),
+
+where `f` is a small perceptron applied to each parameter on its own over the
+features [g, m1^, m2^] scaled by 1 / sqrt(v^ + eps^2), the parameter, and two
+encodings of the step (a fast-saturating one and the fraction of the horizon).
+Adam with learning rate `lr` is the point c_adam = 1, log_lr = log(lr), every
+other coefficient and f's output layer zero; SGD and SGD with momentum are the
+points c_grad = 1 or c_momentum = 1 / (1 - b1).
+
+The perceptron is written as explicit sums over its few inputs and hidden units,
+so XLA fuses the whole rule into one elementwise pass over each tensor instead of
+building a [num_params, num_features] matrix.
+
+`eps_root` keeps the meta-gradient finite when a parameter's gradient is exactly
+zero: d sqrt(v) / dv is infinite at v = 0, and the product with a zero
+dv/dmeta_params would be NaN.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+PyTree = Any
+
+# The per-parameter inputs of the perceptron, in order. The last two are the
+# step encodings, shared by all parameters.
+FEATURES = ("grad", "momentum_fast", "momentum_slow", "param", "step", "horizon_fraction")
+# Coefficients of the hand-designed directions that the rule mixes.
+BASIS = ("adam", "grad", "momentum", "decay")
+
+
+class LearnedRuleState(NamedTuple):
+  """Per-parameter statistics of the learned rule.
+
+  Attributes:
+    count: number of updates so far, an int32 that saturates instead of wrapping.
+    momentum_fast: first moment with decay `b1`.
+    momentum_slow: first moment with decay `b_slow`.
+    second_moment: second moment with decay `b2`.
+  """
+
+  count: jax.Array
+  momentum_fast: PyTree
+  momentum_slow: PyTree
+  second_moment: PyTree
+
+
+class RuleHyperparams(NamedTuple):
+  """Settings of the rule that are traced data but not meta-trained.
+
+  Attributes:
+    b1: decay of the fast momentum, also the momentum of the Adam direction.
+    b_slow: decay of the slow momentum.
+    b2: decay of the second moment.
+    eps: added to sqrt(v) in the Adam direction.
+    eps_root: added to v inside that square root.
+    horizon: the number of steps the inner run is expected to take.
+  """
+
+  b1: jax.Array
+  b_slow: jax.Array
+  b2: jax.Array
+  eps: jax.Array
+  eps_root: jax.Array
+  horizon: jax.Array
+
+
+def default_hyperparams(horizon: int | float = 1000, b1: float = 0.9, b_slow: float = 0.99,
+                        b2: float = 0.999, eps: float = 1e-8,
+                        eps_root: float = 1e-16) -> RuleHyperparams:
+  """Return the rule's fixed settings as float32 arrays."""
+  values = (b1, b_slow, b2, eps, eps_root, horizon)
+  return RuleHyperparams(*(jnp.asarray(v, jnp.float32) for v in values))
+
+
+def init_meta_params(key: jax.Array, hidden_size: int = 8, init_scale: float = 0.1,
+                     learning_rate: float = 1e-3) -> dict[str, jax.Array]:
+  """Return random meta-parameters; the rule starts as a random mix, not as Adam.
+
+  Args:
+    key: PRNG key.
+    hidden_size: hidden units of the per-parameter perceptron.
+    init_scale: standard deviation of the basis coefficients and the output layer.
+    learning_rate: initial value of exp(log_lr).
+  """
+  k_basis, k_w1, k_w2 = jax.random.split(key, 3)
+  num_features = len(FEATURES)
+  return {
+      "log_lr": jnp.asarray(jnp.log(learning_rate), jnp.float32),
+      "basis": init_scale * jax.random.normal(k_basis, (len(BASIS),)),
+      "w1": jax.random.normal(k_w1, (num_features, hidden_size)) / jnp.sqrt(num_features),
+      "b1": jnp.zeros((hidden_size,)),
+      "w2": init_scale * jax.random.normal(k_w2, (hidden_size,)) / jnp.sqrt(hidden_size),
+      "b2": jnp.zeros(()),
+  }
+
+
+def adam_meta_params(learning_rate: float, hidden_size: int = 8,
+                     b1: float = 0.9) -> dict[str, jax.Array]:
+  """Return meta-parameters that make the rule exactly Adam with `learning_rate`."""
+  del b1  # The Adam direction uses the fast momentum, whose decay is a hyperparameter.
+  params = init_meta_params(jax.random.key(0), hidden_size, learning_rate=learning_rate)
+  params = jax.tree.map(jnp.zeros_like, params)
+  params["log_lr"] = jnp.asarray(jnp.log(learning_rate), jnp.float32)
+  params["basis"] = jnp.zeros((len(BASIS),)).at[BASIS.index("adam")].set(1.0)
+  return params
+
+
+def sgd_meta_params(learning_rate: float, hidden_size: int = 8,
+                    momentum: bool = False, b1: float = 0.9) -> dict[str, jax.Array]:
+  """Return meta-parameters that make the rule SGD (with heavy-ball momentum `b1`) at `learning_rate`.
+
+  Heavy-ball momentum with coefficient b1 accumulates sum_k b1^k g; the rule's
+  fast momentum is (1 - b1) times that, hence the coefficient 1 / (1 - b1).
+  """
+  params = jax.tree.map(jnp.zeros_like, adam_meta_params(learning_rate, hidden_size))
+  params["log_lr"] = jnp.asarray(jnp.log(learning_rate), jnp.float32)
+  if momentum:
+    params["basis"] = params["basis"].at[BASIS.index("momentum")].set(1.0 / (1.0 - b1))
+  else:
+    params["basis"] = params["basis"].at[BASIS.index("grad")].set(1.0)
+  return params
+
+
+def _step_features(count: jax.Array, horizon: jax.Array) -> tuple[jax.Array, jax.Array]:
+  t = count.astype(jnp.float32)
+  return jnp.tanh(t / 100.0), t / jnp.maximum(horizon, 1.0)
+
+
+def _leaf_update(meta_params, hyper: RuleHyperparams, step_bias: jax.Array,
+                 corrections: tuple[jax.Array, jax.Array, jax.Array],
+                 g, p, m_fast, m_slow, v):
+  """Update the statistics of one tensor and return (m_fast, m_slow, v, update)."""
+  fix_fast, fix_slow, fix_v = corrections
+  m_fast = hyper.b1 * m_fast + (1.0 - hyper.b1) * g
+  m_slow = hyper.b_slow * m_slow + (1.0 - hyper.b_slow) * g
+  v = hyper.b2 * v + (1.0 - hyper.b2) * g * g
+
+  m_fast_hat = m_fast / fix_fast
+  m_slow_hat = m_slow / fix_slow
+  v_hat = v / fix_v
+  inv_rms = jax.lax.rsqrt(v_hat + hyper.eps * hyper.eps)
+  features = (g * inv_rms, m_fast_hat * inv_rms, m_slow_hat * inv_rms, p)
+
+  w1, w2 = meta_params["w1"], meta_params["w2"]
+  correction = meta_params["b2"]
+  for j in range(w2.shape[0]):
+    pre = step_bias[j]
+    for i, feature in enumerate(features):
+      pre = pre + w1[i, j] * feature
+    correction = correction + w2[j] * jax.nn.relu(pre)
+
+  c = meta_params["basis"]
+  adam_direction = m_fast_hat / (jnp.sqrt(v_hat + hyper.eps_root) + hyper.eps)
+  direction = (c[0] * adam_direction + c[1] * g + c[2] * m_fast + c[3] * p + correction)
+  update = -jnp.exp(meta_params["log_lr"]) * direction
+  return m_fast, m_slow, v, update.astype(g.dtype)
+
+
+def learned_optimizer(meta_params: PyTree,
+                      hyperparams: RuleHyperparams | None = None
+                      ) -> optax.GradientTransformationExtraArgs:
+  """Return the learned update rule set by `meta_params` as an optax transformation.
+
+  Args:
+    meta_params: the pytree from `init_meta_params` (or `adam_meta_params`);
+      its leaves may be traced, so one compiled step serves any values.
+    hyperparams: decays, epsilons and horizon (`default_hyperparams()` if None).
+
+  Returns:
+    An `optax.GradientTransformationExtraArgs` whose `update` needs `params`.
+  """
+  hyper = default_hyperparams() if hyperparams is None else hyperparams
+
+  def init_fn(params):
+    zeros = lambda: jax.tree.map(jnp.zeros_like, params)  # noqa: E731
+    return LearnedRuleState(count=jnp.zeros((), jnp.int32), momentum_fast=zeros(),
+                            momentum_slow=zeros(), second_moment=zeros())
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError("The learned update rule reads the parameters: call "
+                       "update(grads, state, params).")
+    count = optax.safe_increment(state.count)
+    t = count.astype(jnp.float32)
+    corrections = (1.0 - hyper.b1**t, 1.0 - hyper.b_slow**t, 1.0 - hyper.b2**t)
+
+    # The step encodings are the same for every parameter, so their share of the
+    # first layer is folded into one bias per hidden unit.
+    step_feature, horizon_feature = _step_features(count, hyper.horizon)
+    w1 = meta_params["w1"]
+    num_tensor_features = len(FEATURES) - 2
+    step_bias = (meta_params["b1"] + w1[num_tensor_features] * step_feature
+                 + w1[num_tensor_features + 1] * horizon_feature)
+
+    def leaf(g, p, m_fast, m_slow, v):
+      return _leaf_update(meta_params, hyper, step_bias, corrections, g, p, m_fast, m_slow, v)
+
+    results = jax.tree.map(leaf, updates, params, state.momentum_fast, state.momentum_slow,
+                           state.second_moment)
+    outer = jax.tree.structure(updates)
+    inner = jax.tree.structure((0, 0, 0, 0))
+    m_fast, m_slow, v, new_updates = jax.tree.transpose(outer, inner, results)
+    return new_updates, LearnedRuleState(count=count, momentum_fast=m_fast,
+                                         momentum_slow=m_slow, second_moment=v)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+UNROLLABLE_RULES = ("adam", "sgd", "sgd_momentum")
+
+
+def unrollable_rule(name: str, learning_rate: float | jax.Array,
+                    momentum: float = 0.9) -> optax.GradientTransformation:
+  """Return a hand-written rule whose unrolls can be differentiated with finite results.
+
+  Adam gets `eps_root=1e-16`: with optax's default of 0, a parameter whose
+  gradient is exactly zero makes the meta-gradient NaN (the derivative of sqrt
+  at 0 times a zero). SGD and SGD with momentum have no such point.
+  """
+  if name == "adam":
+    return optax.adam(learning_rate, eps_root=1e-16)
+  if name == "sgd":
+    return optax.sgd(learning_rate)
+  if name == "sgd_momentum":
+    return optax.sgd(learning_rate, momentum=momentum)
+  raise ValueError(f"Unknown rule {name!r}; expected one of {UNROLLABLE_RULES}.")

@@ -1,0 +1,189 @@
+"""The main job: bootstrap a learned update rule and compare it with tuned baselines.
+
+  python -m experiments.bootstrap --workdir=runs/bootstrap \
+      --config=experiments/configs/bootstrap.py[:default|smoke|large]
+
+Phases: imitation of Adam, then meta-training by truncated backpropagation,
+then held-out evaluation against tuned Adam and SGD with momentum. Each phase
+checkpoints its whole state into the workdir; rerunning with the same workdir
+resumes where the last run stopped and ends with the same meta-parameters as
+an uninterrupted run. Writes `metrics.jsonl`, `report.json`, `report.md` and
+PNG plots into the workdir.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from autogan_jax import meta
+from autogan_jax import optim
+from autogan_jax import tasks
+from autogan_jax.checkpoint import RunCheckpointer
+from autogan_jax.core import validation
+from experiments import bootstrap_report
+from experiments import common
+from experiments.configs import bootstrap as bootstrap_config
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "experiments/configs/bootstrap.py", "Bootstrap config file and preset.")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/bootstrap",
+                               "Folder for checkpoints, metrics, report and plots.")
+
+
+def rule_hyperparams(config, horizon: int) -> optim.RuleHyperparams:
+  return optim.default_hyperparams(horizon=horizon, b1=config.rule.b1,
+                                   b_slow=config.rule.b_slow, b2=config.rule.b2)
+
+
+def _run_phase(name: str, workdir, config, state, step_fn, total_steps: int,
+               metrics_log: common.MetricsLog, base_key: jax.Array):
+  """Run `step_fn` from `state.step` to `total_steps`, checkpointing and logging on the way.
+
+  The state of step k is checkpointed under that k; on start, the newest
+  checkpoint of this phase is restored and the metrics after it are dropped.
+  """
+  checkpointer = RunCheckpointer(workdir / "checkpoints" / name)
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    state = checkpointer.restore(state, latest)
+    logging.info("%s: resumed from the checkpoint of step %d.", name, latest)
+  start = int(state.step)
+  metrics_log.truncate_after(name, start)
+  if start >= total_steps:
+    checkpointer.close()
+    return state
+
+  step_jit = jax.jit(step_fn)
+  progress = common.Progress(name, total_steps, start=start, every_s=config.log_every_s)
+  pending = []
+  for step in range(start, total_steps):
+    state, metrics = step_jit(state, jax.random.fold_in(base_key, step))
+    pending.append({"phase": name, "step": step + 1, **metrics})
+    done = step + 1
+    if done % config.checkpoint_every == 0 or done == total_steps:
+      for record in jax.device_get(pending):
+        metrics_log.append(record)
+      pending = []
+      checkpointer.save(done, state)
+    progress.update(done, **{k: v for k, v in metrics.items() if jnp.ndim(v) == 0})
+  checkpointer.close()
+  return state
+
+
+def flat_sampler(config):
+  """Return the meta-training task sampler; tasks have flat parameter vectors (same math)."""
+  family = tasks.meta_train_family(config.family)
+  return lambda key: tasks.FlatTask(family.sample(key))
+
+
+def run_imitation(workdir, config, metrics_log, key):
+  c = config.imitation
+  rule_hyper = rule_hyperparams(config, c.horizon)
+  imitation = meta.Imitation(flat_sampler(config), num_tasks=c.num_tasks, unroll_length=c.unroll_length,
+                             adam_learning_rate=c.adam_learning_rate)
+  fit_tx = optax.adam(c.learning_rate)
+  keys = jax.random.split(key, 3)
+  meta_params = optim.init_meta_params(keys[0], config.rule.hidden_size,
+                                       init_scale=config.rule.init_scale)
+  state = imitation.init(meta_params, rule_hyper, fit_tx, keys[1])
+  horizon = jnp.int32(c.horizon)
+  state = _run_phase("imitation", workdir, config, state,
+                     lambda s, k: imitation.step(s, rule_hyper, fit_tx, horizon, k),
+                     c.steps, metrics_log, keys[2])
+  return imitation, state.meta_params
+
+
+def imitation_errors(imitation, meta_params, config) -> dict[str, float]:
+  """Relative error of the rule's updates to Adam's over a whole held-out run, per task."""
+  rule_hyper = rule_hyperparams(config, config.imitation.eval_steps)
+  errors = {}
+  for task in tasks.heldout_digits_tasks(seed=config.seed):
+    error_fn = jax.jit(lambda mp, t: imitation.relative_error(
+        mp, rule_hyper, t, jax.random.key(config.seed), config.imitation.eval_steps))
+    errors[task.describe()] = float(error_fn(meta_params, tasks.FlatTask(task)))
+  return errors
+
+
+def run_meta_training(workdir, config, meta_params, metrics_log, key):
+  c = config.meta
+  rule_hyper = rule_hyperparams(config, c.horizon)
+  hyper = meta.make_hyperparams(meta_learning_rate=c.learning_rate, clip_norm=c.clip_norm,
+                                loss_floor=c.loss_floor, valid_weight=c.valid_weight,
+                                horizon=c.horizon)
+  trainer = meta.TruncatedTrainer(flat_sampler(config), num_tasks=c.num_tasks,
+                                  unroll_length=c.unroll_length)
+  init_key, run_key = jax.random.split(key)
+  state = trainer.init(meta_params, rule_hyper, hyper, init_key)
+  state = _run_phase("meta_train", workdir, config, state,
+                     lambda s, k: trainer.step(s, rule_hyper, hyper, k),
+                     c.steps, metrics_log, run_key)
+  return state
+
+
+def run_evaluation(workdir, config, meta_params) -> list[dict]:
+  """Evaluate on every held-out task, reusing results saved by an earlier run."""
+  cache = workdir / "heldout.json"
+  if cache.exists():
+    logging.info("Held-out results found in %s; not recomputing them.", cache)
+    return json.loads(cache.read_text())
+  e = config.eval
+  heldout = [(t, e.digits_steps) for t in tasks.heldout_digits_tasks(seed=config.seed)]
+  if e.char:
+    heldout += [(t, e.char_steps) for t in tasks.heldout_char_tasks(seed=config.seed)]
+  results = []
+  for task, num_steps in heldout:
+    settings = meta.evaluation.EvalSettings(
+        num_steps=num_steps, eval_every=e.eval_every, seeds=tuple(e.seeds),
+        adam_learning_rates=tuple(e.adam_learning_rates),
+        sgd_learning_rates=tuple(e.sgd_learning_rates), sgd_momentum=e.sgd_momentum)
+    start = time.perf_counter()
+    result = meta.evaluation.compare_on_task(task, task.describe(), meta_params,
+                                             rule_hyperparams(config, num_steps), settings)
+    logging.info("Evaluated %s in %.1f s: tuned Adam lr %g, SGD lr %g.", task.describe(),
+                 time.perf_counter() - start, result["adam_learning_rate"],
+                 result["sgd_learning_rate"])
+    results.append(result)
+  cache.write_text(json.dumps(common.to_builtin(results)))
+  return results
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  try:
+    bootstrap_config.validate(config)
+  except validation.ConfigError as error:
+    raise app.UsageError(f"Invalid config:\n{error}") from None
+  workdir = common.prepare_workdir(_WORKDIR.value)
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+  logging.info("Bootstrap run in %s with preset %s on %s.", workdir, config.preset,
+               jax.default_backend())
+
+  metrics_log = common.MetricsLog(workdir)
+  keys = jax.random.split(jax.random.key(config.seed), 3)
+  imitation, imitated = run_imitation(workdir, config, metrics_log, keys[0])
+  errors = imitation_errors(imitation, imitated, config)
+  logging.info("Imitation relative error on held-out tasks: %s", errors)
+  state = run_meta_training(workdir, config, imitated, metrics_log, keys[1])
+  meta_params = state.meta_params
+  if not config.eval.enabled:
+    logging.info("Held-out evaluation is disabled (eval.enabled=False); no report written.")
+    return
+  results = run_evaluation(workdir, config, meta_params)
+  bootstrap_report.write(workdir, config, metrics_log.read(), errors, results,
+                         jax.device_get(meta_params), int(state.quarantined))
+  logging.info("Wrote %s and %s.", workdir / "report.md", workdir / "report.json")
+
+
+if __name__ == "__main__":
+  app.run(main)

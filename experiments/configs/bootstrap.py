@@ -1,0 +1,110 @@
+"""Config of the bootstrap: imitate Adam, meta-train by truncated backpropagation, evaluate.
+
+Presets: `default` (the main job, sized for 2 CPU cores), `smoke` (the tests) and
+`large` (GPU or TPU). Select one with `--config=experiments/configs/bootstrap.py:smoke`
+and override fields with flags such as `--config.meta.steps=2000`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from autogan_jax.core import validation as v
+
+
+def get_config(preset: str = "default") -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.preset = preset
+  config.seed = 0
+  # Meta-training task family: "digits" or "stdlib_chars".
+  config.family = "digits"
+  config.checkpoint_every = 50
+  config.log_every_s = 10.0
+
+  config.rule = ml_collections.ConfigDict({
+      "hidden_size": 8, "init_scale": 0.1, "b1": 0.9, "b_slow": 0.99, "b2": 0.999,
+  })
+  config.imitation = ml_collections.ConfigDict({
+      "steps": 300, "num_tasks": 8, "unroll_length": 20, "horizon": 300,
+      "adam_learning_rate": 3e-3, "learning_rate": 1e-2, "eval_steps": 300,
+  })
+  config.meta = ml_collections.ConfigDict({
+      "steps": 600, "num_tasks": 8, "unroll_length": 20, "horizon": 300,
+      "learning_rate": 1e-3, "clip_norm": 1.0, "loss_floor": 0.01, "valid_weight": 0.5,
+  })
+  config.eval = ml_collections.ConfigDict({
+      "digits_steps": 300, "char_steps": 600, "eval_every": 10, "seeds": (0, 1, 2),
+      "adam_learning_rates": (3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
+      "sgd_learning_rates": (1e-2, 3e-2, 1e-1, 3e-1, 1.0),
+      "sgd_momentum": 0.9, "char": True, "enabled": True,
+  })
+
+  if preset == "smoke":
+    config.checkpoint_every = 5
+    config.log_every_s = 2.0
+    config.imitation.update(steps=10, num_tasks=2, unroll_length=5, horizon=20, eval_steps=20)
+    config.meta.update(steps=10, num_tasks=2, unroll_length=5, horizon=20)
+    config.eval.update(digits_steps=20, char_steps=20, eval_every=10, seeds=(0, 1, 2),
+                       adam_learning_rates=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
+                       sgd_learning_rates=(1e-2, 3e-2, 1e-1, 3e-1, 1.0))
+  elif preset == "large":
+    config.checkpoint_every = 200
+    config.rule.hidden_size = 32
+    config.imitation.update(steps=2000, num_tasks=64, unroll_length=50, horizon=2000,
+                            eval_steps=2000)
+    config.meta.update(steps=20000, num_tasks=64, unroll_length=50, horizon=2000)
+    config.eval.update(digits_steps=2000, char_steps=5000, eval_every=50,
+                       seeds=(0, 1, 2, 3, 4))
+  elif preset != "default":
+    raise v.ConfigError(f"Unknown preset {preset!r}; expected one of 'default', 'smoke', 'large'.")
+  return config
+
+
+SCHEMA = {
+    "seed": v.IntRange(0),
+    "family": v.OneOf(("digits", "stdlib_chars")),
+    "checkpoint_every": v.IntRange(1),
+    "log_every_s": v.FloatRange(0.0),
+    "rule.hidden_size": v.IntRange(1, 256),
+    "rule.init_scale": v.FloatRange(0.0),
+    "rule.b1": v.FloatRange(0.0, 1.0, high_inclusive=False),
+    "rule.b_slow": v.FloatRange(0.0, 1.0, high_inclusive=False),
+    "rule.b2": v.FloatRange(0.0, 1.0, high_inclusive=False),
+    "imitation.steps": v.IntRange(0),
+    "imitation.num_tasks": v.IntRange(1),
+    "imitation.unroll_length": v.IntRange(1),
+    "imitation.horizon": v.IntRange(1),
+    "imitation.adam_learning_rate": v.FloatRange(0.0, low_inclusive=False),
+    "imitation.learning_rate": v.FloatRange(0.0, low_inclusive=False),
+    "imitation.eval_steps": v.IntRange(1),
+    "meta.steps": v.IntRange(0),
+    "meta.num_tasks": v.IntRange(1),
+    "meta.unroll_length": v.IntRange(1),
+    "meta.horizon": v.IntRange(1),
+    "meta.learning_rate": v.FloatRange(0.0, low_inclusive=False),
+    "meta.clip_norm": v.FloatRange(0.0, low_inclusive=False),
+    "meta.loss_floor": v.FloatRange(0.0, low_inclusive=False),
+    "meta.valid_weight": v.FloatRange(0.0, 1.0),
+    "eval.digits_steps": v.IntRange(1),
+    "eval.char_steps": v.IntRange(1),
+    "eval.eval_every": v.IntRange(1),
+    "eval.seeds": v.SequenceOf(v.IntRange(0), min_length=3),
+    "eval.adam_learning_rates": v.SequenceOf(v.FloatRange(0.0, low_inclusive=False),
+                                             min_length=5),
+    "eval.sgd_learning_rates": v.SequenceOf(v.FloatRange(0.0, low_inclusive=False),
+                                            min_length=1),
+    "eval.sgd_momentum": v.FloatRange(0.0, 1.0, high_inclusive=False),
+    "eval.char": v.OneOf((True, False)),
+    "eval.enabled": v.OneOf((True, False)),
+}
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raise `ConfigError` naming every invalid field; also checks fields against each other."""
+  v.validate(config, SCHEMA)
+  for field in ("digits_steps", "char_steps"):
+    steps = config.eval[field]
+    if steps % config.eval.eval_every:
+      raise v.ConfigError(
+          f"Invalid config value eval.{field}={steps}: expected a multiple of "
+          f"eval.eval_every={config.eval.eval_every}.")

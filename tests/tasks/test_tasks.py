@@ -1,0 +1,140 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from autogan_jax import core
+from autogan_jax import tasks
+
+
+def _train(task, steps=150, lr=3e-3, seed=0):
+  key = jax.random.key(seed)
+  params = task.init(key)
+  tx = optax.adam(lr)
+  state = tx.init(params)
+
+  def body(carry, step):
+    params, state = carry
+    loss, grads = jax.value_and_grad(task.loss)(params, task.batch(key, step))
+    updates, state = tx.update(grads, state, params)
+    return (optax.apply_updates(params, updates), state), loss
+
+  (params, _), losses = jax.lax.scan(body, (params, state), jnp.arange(steps))
+  return params, losses
+
+
+def test_digits_training_learns():
+  task = tasks.digits_task(width=32, depth=1, activation="relu", batch_size=32)
+  before = task.evaluate(task.init(jax.random.key(0)))
+  params, _ = jax.jit(_train, static_argnums=1)(task, 150)
+  after = task.evaluate(params)
+  assert float(after["loss"]) < 0.5 * float(before["loss"])
+  assert float(after["accuracy"]) > 0.85
+
+
+def test_char_training_learns():
+  task = tasks.char_task(width=64, batch_size=32)
+  before = task.evaluate(task.init(jax.random.key(0)), "valid")
+  params, _ = jax.jit(_train, static_argnums=1)(task, 150)
+  after = task.evaluate(params, "valid")
+  # Uniform guessing over 128 ids costs log(128) = 4.85 nats per character.
+  assert float(after["loss"]) < float(before["loss"]) - 1.0
+  assert float(after["accuracy"]) > 0.15
+
+
+def test_padded_digits_task_matches_unpadded():
+  padded = tasks.digits_task(width=16, depth=1, activation="tanh", batch_size=32,
+                             max_width=64, max_depth=2, max_batch_size=64)
+  exact = tasks.digits_task(width=16, depth=1, activation="tanh", batch_size=32)
+  params = padded.init(jax.random.key(0))
+  exact_params = {"w0": params["w0"][:, :16], "b0": params["b0"][:16],
+                  "w_out": params["w_out"][:16], "b_out": params["b_out"]}
+  x = jnp.asarray(tasks.datasets.load_digits().x_test[:20])
+  np.testing.assert_allclose(padded.apply(params, x), exact.apply(exact_params, x),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_masked_parameters_get_zero_gradient():
+  task = tasks.digits_task(width=16, depth=1, activation="relu", batch_size=32, max_width=32,
+                           max_depth=2, max_batch_size=64)
+  params = task.init(jax.random.key(0))
+  grads = jax.grad(task.loss)(params, task.batch(jax.random.key(1), 0))
+  assert float(jnp.abs(grads["w0"][:, 16:]).max()) == 0.0
+  assert float(jnp.abs(grads["w1"]).max()) == 0.0  # depth 1: the second layer is unused.
+  assert float(jnp.abs(grads["w0"][:, :16]).max()) > 0.0
+
+
+def test_batch_is_pure_function_of_key_and_step():
+  task = tasks.digits_task(width=16, depth=1, activation="relu", batch_size=32)
+  key = jax.random.key(3)
+  a, b, c = task.batch(key, 4), task.batch(key, 4), task.batch(key, 5)
+  np.testing.assert_array_equal(a["y"], b["y"])
+  assert not np.array_equal(a["x"], c["x"])
+
+
+def test_subset_fraction_limits_examples():
+  task = tasks.digits_task(width=16, depth=1, activation="relu", batch_size=64,
+                           subset_fraction=0.1)
+  seen = set()
+  for step in range(30):
+    seen |= {r.tobytes() for r in np.asarray(task.batch(jax.random.key(0), step)["x"])}
+  assert len(seen) < 0.2 * 1078
+
+
+def test_family_sample_never_recompiles_and_stays_in_range():
+  family = tasks.DigitsFamily()
+  counter = core.TraceCounter()
+  sample = jax.jit(counter.wrap(lambda k: family.sample(k).variant, "sample"))
+  for seed in range(5):
+    variant = sample(jax.random.key(seed))
+    assert int(variant.width) in family.widths
+    assert int(variant.depth) in family.depths
+    assert tasks.ACTIVATIONS[int(variant.activation)] in family.activations
+  assert counter["sample"] == 1
+
+
+def test_heldout_tasks_differ_from_meta_train_family():
+  family = tasks.DigitsFamily()
+  for task in tasks.heldout_digits_tasks():
+    v = task.variant
+    outside = (int(v.width) not in family.widths or int(v.depth) not in family.depths
+               or tasks.ACTIVATIONS[int(v.activation)] not in family.activations)
+    assert outside, task.describe()
+
+
+def test_stacked_tasks_vmap():
+  family = tasks.DigitsFamily()
+  stacked = jax.vmap(family.sample)(jax.random.split(jax.random.key(0), 4))
+  params = jax.vmap(lambda t, k: t.init(k))(stacked, jax.random.split(jax.random.key(1), 4))
+  losses = jax.vmap(lambda t, p: t.evaluate(p, "valid")["loss"])(stacked, params)
+  assert losses.shape == (4,)
+  assert bool(jnp.all(jnp.isfinite(losses)))
+
+
+def test_flat_task_matches_task():
+  task = tasks.digits_task(width=16, depth=2, activation="gelu", batch_size=32)
+  flat = tasks.FlatTask(task)
+  key = jax.random.key(0)
+  batch = task.batch(key, 0)
+  flat_params = flat.init(key)
+  assert flat_params.ndim == 1
+  np.testing.assert_allclose(flat.loss(flat_params, batch), task.loss(task.init(key), batch),
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"width": 0}, "width"), ({"activation": "sigmoid"}, "activation"),
+    ({"batch_size": 128, "max_batch_size": 64}, "batch_size"),
+    ({"subset_fraction": 0.0}, "subset_fraction")])
+def test_invalid_digits_task_rejected(kwargs, field):
+  args = {"width": 16, "depth": 1, "activation": "relu", "batch_size": 32} | kwargs
+  with pytest.raises(core.ConfigError, match=field):
+    tasks.digits_task(**args)
+
+
+def test_quadratic_nan_injection():
+  task = tasks.quadratic_task(jax.random.key(0), nan_after=3)
+  params = task.init(jax.random.key(1))
+  assert np.isfinite(float(task.loss(params, task.batch(jax.random.key(2), 2))))
+  assert np.isnan(float(task.loss(params, task.batch(jax.random.key(2), 3))))
