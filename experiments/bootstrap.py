@@ -44,9 +44,12 @@ def rule_hyperparams(config, horizon: int) -> optim.RuleHyperparams:
                                    b_slow=config.rule.b_slow, b2=config.rule.b2)
 
 
-def _run_phase(name: str, workdir, config, state, step_fn, total_steps: int,
+def _run_phase(name: str, workdir, config, state, step_fn, step_args, total_steps: int,
                metrics_log: common.MetricsLog, base_key: jax.Array):
-  """Run `step_fn` from `state.step` to `total_steps`, checkpointing and logging on the way.
+  """Run `step_fn(state, key, *step_args)` from `state.step` to `total_steps`.
+
+  `step_args` are the hyperparameters, passed as traced arguments so that one
+  compiled step serves any of their values.
 
   The state of step k is checkpointed under that k; on start, the newest
   checkpoint of this phase is restored and the metrics after it are dropped.
@@ -66,7 +69,7 @@ def _run_phase(name: str, workdir, config, state, step_fn, total_steps: int,
   progress = common.Progress(name, total_steps, start=start, every_s=config.log_every_s)
   pending = []
   for step in range(start, total_steps):
-    state, metrics = step_jit(state, jax.random.fold_in(base_key, step))
+    state, metrics = step_jit(state, jax.random.fold_in(base_key, step), *step_args)
     pending.append({"phase": name, "step": step + 1, **metrics})
     done = step + 1
     if done % config.checkpoint_every == 0 or done == total_steps:
@@ -90,15 +93,18 @@ def run_imitation(workdir, config, metrics_log, key):
   rule_hyper = rule_hyperparams(config, c.horizon)
   imitation = meta.Imitation(flat_sampler(config), num_tasks=c.num_tasks, unroll_length=c.unroll_length,
                              adam_learning_rate=c.adam_learning_rate)
-  fit_tx = optax.adam(c.learning_rate)
   keys = jax.random.split(key, 3)
   meta_params = optim.init_meta_params(keys[0], config.rule.hidden_size,
                                        init_scale=config.rule.init_scale)
-  state = imitation.init(meta_params, rule_hyper, fit_tx, keys[1])
-  horizon = jnp.int32(c.horizon)
-  state = _run_phase("imitation", workdir, config, state,
-                     lambda s, k: imitation.step(s, rule_hyper, fit_tx, horizon, k),
-                     c.steps, metrics_log, keys[2])
+  fit_learning_rate = jnp.float32(c.learning_rate)
+  state = imitation.init(meta_params, rule_hyper, optax.adam(fit_learning_rate), keys[1])
+
+  def step_fn(state, key, rule_hyper, fit_learning_rate, horizon):
+    return imitation.step(state, rule_hyper, optax.adam(fit_learning_rate), horizon, key)
+
+  state = _run_phase("imitation", workdir, config, state, step_fn,
+                     (rule_hyper, fit_learning_rate, jnp.int32(c.horizon)), c.steps,
+                     metrics_log, keys[2])
   return imitation, state.meta_params
 
 
@@ -124,8 +130,8 @@ def run_meta_training(workdir, config, meta_params, metrics_log, key):
   init_key, run_key = jax.random.split(key)
   state = trainer.init(meta_params, rule_hyper, hyper, init_key)
   state = _run_phase("meta_train", workdir, config, state,
-                     lambda s, k: trainer.step(s, rule_hyper, hyper, k),
-                     c.steps, metrics_log, run_key)
+                     lambda s, k, rule_hyper, hyper: trainer.step(s, rule_hyper, hyper, k),
+                     (rule_hyper, hyper), c.steps, metrics_log, run_key)
   return state
 
 
@@ -164,6 +170,7 @@ def main(argv):
     bootstrap_config.validate(config)
   except validation.ConfigError as error:
     raise app.UsageError(f"Invalid config:\n{error}") from None
+  common.quiet_library_logs()
   workdir = common.prepare_workdir(_WORKDIR.value)
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
   logging.info("Bootstrap run in %s with preset %s on %s.", workdir, config.preset,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging as py_logging
 import math
 import pathlib
 import time
@@ -12,6 +13,25 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
+
+
+class _DropLibraryInfo(py_logging.Filter):
+  """Drops INFO and DEBUG records that orbax and its storage layer log on every save."""
+
+  _PREFIXES = ("orbax", "etils", "tensorstore")
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    if record.levelno >= py_logging.WARNING:
+      return True
+    path = record.pathname.replace("\\", "/")
+    return not any(f"/{prefix}/" in path for prefix in self._PREFIXES)
+
+
+def quiet_library_logs() -> None:
+  """Keep the run's log to its own progress lines: checkpoint libraries log only warnings."""
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _DropLibraryInfo) for f in handler.filters):
+    handler.addFilter(_DropLibraryInfo())
 
 
 def prepare_workdir(path: str | pathlib.Path) -> pathlib.Path:
@@ -93,15 +113,17 @@ class Progress:
     self._every_s = every_s
 
   def update(self, step: int, **metrics: float) -> None:
-    now = time.perf_counter()
-    if now - self._last_log < self._every_s and step < self._total:
+    if time.perf_counter() - self._last_log < self._every_s and step < self._total:
       return
+    # Reading the metrics waits for the device, so the clock is read after it.
+    values = {k: float(v) for k, v in metrics.items()}
+    now = time.perf_counter()
     self._last_log = now
     done = step - self._start_step
     elapsed = now - self._start_time
     rate = done / elapsed if elapsed > 0 else 0.0
     eta = (self._total - step) / rate if rate > 0 else math.inf
-    extra = " ".join(f"{k}={float(v):.4g}" for k, v in metrics.items())
+    extra = " ".join(f"{k}={v:.4g}" for k, v in values.items())
     logging.info("%s step %d/%d, %.2f steps/s, ETA %.0f s %s", self._name, step, self._total,
                  rate, eta, extra)
 

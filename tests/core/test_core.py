@@ -26,8 +26,10 @@ class TestValidation:
       core.validate(config, schema)
     lines = str(error.value).splitlines()
     assert len(lines) == 2
-    assert "a=0.0" in lines[0] and "(0.0, 1.0]" in lines[0]
-    assert "b='sgd'" in lines[1] and "'adam'" in lines[1]
+    assert "a=0.0" in lines[0]
+    assert "(0.0, 1.0]" in lines[0]
+    assert "b='sgd'" in lines[1]
+    assert "'adam'" in lines[1]
 
   def test_missing_field(self):
     with pytest.raises(core.ConfigError, match="'x.y' is missing"):

@@ -52,7 +52,8 @@ def test_smoke_report_holds_comparison(smoke_workdir):
                    "test_accuracy", "steps_to_adam_final_loss"}
   for record in heldout:
     assert set(record) == expected_keys
-    assert np.isfinite(record["final_train_loss"]) and np.isfinite(record["test_loss"])
+    assert np.isfinite(record["final_train_loss"])
+    assert np.isfinite(record["test_loss"])
     assert 0.0 <= record["test_accuracy"] <= 1.0
   adam = [r for r in heldout if r["optimizer"] == "adam_tuned"]
   # Tuned Adam reaches its own mean final loss in at least one seed.
@@ -64,7 +65,8 @@ def test_smoke_report_holds_comparison(smoke_workdir):
   for name in ("report.md", "metrics.jsonl", "meta_training.png", "heldout_curves.png"):
     assert (smoke_workdir / name).stat().st_size > 0
   markdown = (smoke_workdir / "report.md").read_text()
-  assert "adam_tuned" in markdown and "Imitation of Adam" in markdown
+  assert "adam_tuned" in markdown
+  assert "Imitation of Adam" in markdown
 
 
 def test_smoke_metrics_cover_every_step(smoke_workdir):

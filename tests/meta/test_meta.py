@@ -39,7 +39,7 @@ def _run_meta(trainer, meta_params, hyper, steps, seed=0):
   return state, history
 
 
-def test_nan_inner_runs_are_quarantined_and_training_goes_on():
+def test_nan_inner_runs_quarantined():
   trainer = meta.TruncatedTrainer(_quadratic_sampler(nan_share=0.5), num_tasks=8,
                                   unroll_length=5)
   state, history = _run_meta(trainer, optim.adam_meta_params(1e-2), _hyper(), steps=12)

@@ -157,7 +157,7 @@ def test_meta_gradient_finite_with_zero_gradient(name):
   np.testing.assert_allclose(grad, finite_difference, rtol=1e-3, atol=1e-7)
 
 
-def test_plain_adam_meta_gradient_is_nan_with_zero_gradient():
+def test_plain_adam_meta_gradient_nan():
   # Why the unrollable rules set eps_root: optax.adam's default of 0 takes
   # d sqrt(v) / dv at v = 0 for the dead parameter and returns NaN.
   loss = functools.partial(_unrolled_loss,

@@ -8,7 +8,8 @@ def test_digits_split_sizes_and_disjoint():
   assert splits.x_train.shape == (1078, 64)
   assert splits.x_valid.shape == (359, 64)
   assert splits.x_test.shape == (360, 64)
-  assert splits.x_train.min() >= 0.0 and splits.x_train.max() <= 1.0
+  assert splits.x_train.min() >= 0.0
+  assert splits.x_train.max() <= 1.0
   rows = lambda x: {r.tobytes() for r in x}  # noqa: E731
   # Digits has a few duplicate images; the splits share at most those.
   assert len(rows(splits.x_train) & rows(splits.x_test)) <= 5
@@ -23,7 +24,7 @@ def test_digits_split_is_seeded():
   assert not np.array_equal(a.y_train, c.y_train)
 
 
-def test_stdlib_file_list_is_sorted_and_excludes_site_packages():
+def test_stdlib_file_list_sorted_without_site_packages():
   files = datasets.stdlib_source_files()
   root = datasets.stdlib_root()
   relative = [f.relative_to(root).as_posix() for f in files]
@@ -35,9 +36,12 @@ def test_stdlib_file_list_is_sorted_and_excludes_site_packages():
 def test_stdlib_text_split_by_file():
   text = datasets.load_stdlib_text(max_chars=50_000, max_eval_chars=20_000)
   assert len(text.train) == 50_000
-  assert len(text.valid) == 20_000 and len(text.test) == 20_000
+  assert len(text.valid) == 20_000
+  assert len(text.test) == 20_000
   train, valid, test = (set(text.files[k]) for k in ("train", "valid", "test"))
-  assert not train & valid and not train & test and not valid & test
+  assert not train & valid
+  assert not train & test
+  assert not valid & test
   for name in test:
     assert datasets.file_split(name) == "test"
   assert text.train.max() < datasets.CHAR_VOCAB_SIZE
