@@ -122,19 +122,23 @@ class DigitsMLPTask:
         h = jnp.where(layer < self.variant.depth, new_h, h)
     return h @ params["w_out"] + params["b_out"]
 
-  def _subset_logits(self) -> jax.Array:
-    """Log-weights over training examples: 0 inside the task's subset, -inf outside."""
+  def _subset_mask(self) -> jax.Array:
+    """Return which training examples belong to the task's data subset."""
     n = self._data().x_train.shape[0]
     key = jax.random.fold_in(jax.random.key(17), self.variant.seed)
     draw = jax.random.uniform(key, (n,))
     # The example with the smallest draw is always kept, so no subset is empty.
-    keep = (draw < self.variant.subset_fraction) | (draw == jnp.min(draw))
-    return jnp.where(keep, 0.0, -jnp.inf)
+    return (draw < self.variant.subset_fraction) | (draw == jnp.min(draw))
 
   def batch(self, key: jax.Array, step: jax.Array | int) -> dict[str, jax.Array]:
     data = self._data()
     step_key = jax.random.fold_in(jax.random.fold_in(key, self.variant.seed), step)
-    idx = jax.random.categorical(step_key, self._subset_logits(), shape=(self.max_batch_size,))
+    # Uniform draws over the subset: the r-th kept example is the first index
+    # where the running count of kept examples exceeds r. This costs one cumsum
+    # and a binary search, where a categorical draw costs one Gumbel per example.
+    kept_count = jnp.cumsum(self._subset_mask().astype(jnp.int32))
+    ranks = jax.random.randint(step_key, (self.max_batch_size,), 0, kept_count[-1])
+    idx = jnp.searchsorted(kept_count, ranks, side="right")
     weight = (jnp.arange(self.max_batch_size) < self.variant.batch_size).astype(jnp.float32)
     return {"x": jnp.asarray(data.x_train)[idx], "y": jnp.asarray(data.y_train)[idx],
             "weight": weight}

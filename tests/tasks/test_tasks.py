@@ -138,3 +138,19 @@ def test_quadratic_nan_injection():
   params = task.init(jax.random.key(1))
   assert np.isfinite(float(task.loss(params, task.batch(jax.random.key(2), 2))))
   assert np.isnan(float(task.loss(params, task.batch(jax.random.key(2), 3))))
+
+
+def test_batches_draw_only_from_subset_uniformly():
+  task = tasks.digits_task(width=16, depth=1, activation="relu", batch_size=64,
+                           subset_fraction=0.3, seed=4)
+  mask = np.asarray(task._subset_mask())
+  x_train = tasks.datasets.load_digits().x_train
+  allowed = {x_train[i].tobytes() for i in np.nonzero(mask)[0]}
+  counts = {}
+  for step in range(200):
+    for row in np.asarray(task.batch(jax.random.key(0), step)["x"]):
+      counts[row.tobytes()] = counts.get(row.tobytes(), 0) + 1
+  assert set(counts) <= allowed
+  # 12,800 draws over about 320 examples: every example is drawn, about 40 times each.
+  assert len(counts) >= 0.95 * len(allowed)
+  assert max(counts.values()) < 4 * 12_800 / len(allowed)
