@@ -4,8 +4,8 @@ One generation is one jitted call:
 
 1. train every member for `steps_per_generation` steps and evaluate it
    (`jit(vmap(scan))`, sharded over the `pop` mesh axis when the state is);
-2. replace each member whose params, optimizer state or fitness is NaN or Inf
-   with a copy of the best healthy member, and count it;
+2. replace each member whose training loss, params, optimizer state or
+   fitness is NaN or Inf with a copy of the best healthy member, and count it;
 3. population-based training (Jaderberg et al., "Population Based Training of
    Neural Networks", 2017): members chosen by truncation or tournament
    selection copy the params, optimizer state and meta-parameters of a better
@@ -174,8 +174,13 @@ def _member_healthy(params, opt_state, fitness) -> jax.Array:
   return tree_lib.all_finite(params) & tree_lib.all_finite(opt_state) & jnp.isfinite(fitness)
 
 
-def replace_nonfinite(state: PopulationState) -> tuple[PopulationState, jax.Array]:
-  """Replace each real member with non-finite params, optimizer state or fitness.
+def replace_nonfinite(state: PopulationState,
+                      train_losses: jax.Array | None = None) -> tuple[PopulationState, jax.Array]:
+  """Replace each real member with non-finite params, optimizer state, fitness or loss.
+
+  `train_losses` (shape [N, steps]), when given, also marks a member as failed
+  when any of its training losses is NaN or Inf, even if its params stayed
+  finite.
 
   A failed member becomes a copy of the healthy member with the best
   fitness. When no member is healthy, nothing is copied and every real
@@ -189,6 +194,8 @@ def replace_nonfinite(state: PopulationState) -> tuple[PopulationState, jax.Arra
   healthy = jax.vmap(_member_healthy)(state.params, state.opt_state, state.fitness)
   if jax.tree.leaves(state.meta_params):
     healthy = healthy & jax.vmap(tree_lib.all_finite)(state.meta_params)
+  if train_losses is not None:
+    healthy = healthy & jnp.all(jnp.isfinite(train_losses), axis=1)
   failed = valid & ~healthy
   any_healthy = jnp.any(valid & healthy)
   donor = jnp.argmin(jnp.where(valid & healthy, state.fitness, jnp.inf))
@@ -296,7 +303,7 @@ def make_generation_step(update_rule: training.UpdateRule, config: GenerationCon
                         jnp.inf)
     trained = state.replace(params=params, opt_state=opt_state, fitness=fitness,
                             step=state.step + config.steps_per_generation)
-    repaired, failed = replace_nonfinite(trained)
+    repaired, failed = replace_nonfinite(trained, losses)
     evolved, info = exploit_and_explore(pbt_key, repaired, config)
     evolved = evolved.replace(generation=state.generation + 1)
     metrics = {
