@@ -37,7 +37,10 @@ def test_flags_parse_from_command_line(monkeypatch):
                "--process_id=1"])
   try:
     assert distributed.initialize_from_flags() is True
+    assert calls[0]["process_id"] == 1
+    flag_values.unparse_flags()
+    flag_values(["program"])
+    assert distributed.initialize_from_flags() is False
   finally:
     flag_values.unparse_flags()
-  assert calls[0]["process_id"] == 1
-  assert distributed.initialize_from_flags() is False
+  assert len(calls) == 1
