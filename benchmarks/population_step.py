@@ -101,9 +101,10 @@ def dense_flops(members: int, steps: int, width: int, depth: int, batch_size: in
                 num_inputs: int = 64, num_classes: int = 10, num_eval: int = 359) -> float:
   """Count the multiply-adds of the dense layers by hand, as 2 FLOPs each.
 
-  A training step costs three times the forward pass (forward, and the
-  backward pass for activations and weights); the evaluation is one forward
-  pass over the validation split. Elementwise work and sampling are left out.
+  A training step costs three forward passes: the forward pass itself, and a
+  backward pass that computes gradients for both activations and weights. The
+  evaluation is one forward pass over the validation split. Elementwise work
+  and batch sampling are not counted.
   """
   per_example = num_inputs * width + (depth - 1) * width * width + width * num_classes
   return members * 2.0 * per_example * (3 * steps * batch_size + num_eval)

@@ -3,9 +3,9 @@
 A launcher imports this module (which defines the flags) and calls
 `initialize_from_flags()` first in its `main`, before any JAX computation.
 With the flags unset it does nothing, and the program runs on the local
-devices only. On several hosts of a TPU pod or a GPU cluster, each process gets
-the same `--coordinator_address` and `--num_processes` and its own
-`--process_id`; afterwards `jax.devices()` lists the devices of all hosts, and
+devices only. On several hosts of a TPU pod or a GPU cluster, every process
+gets the same `--coordinator_address` and `--num_processes` and its own
+`--process_id`. After that, `jax.devices()` lists the devices of all hosts, so
 the population mesh spans them.
 """
 

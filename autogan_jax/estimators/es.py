@@ -25,7 +25,7 @@ PyTree = Any
 
 def antithetic_perturbations(key: jax.Array, theta: PyTree, num_pairs: int,
                              sigma: float | jax.Array) -> PyTree:
-  """Draw `eps_i ~ N(0, sigma^2 I)` for `num_pairs` pairs: `theta`'s structure, leading axis N."""
+  """Draw `num_pairs` perturbations `eps_i ~ N(0, sigma^2 I)` shaped like `theta`, stacked on axis 0."""
   if num_pairs < 1:
     raise ValueError(f"num_pairs must be at least 1, got {num_pairs}.")
   leaves, treedef = jax.tree.flatten(theta)
@@ -67,9 +67,8 @@ def antithetic_es_gradient(key: jax.Array, loss_fn: Callable[[PyTree, jax.Array]
   perturb_key, loss_key = jax.random.split(key)
   eps = antithetic_perturbations(perturb_key, theta, num_pairs, sigma)
   pair_keys = jax.random.split(loss_key, num_pairs)
-  shifted = lambda sign: jax.tree.map(lambda t, e: t + sign * e, theta, eps)  # noqa: E731
   evaluate = jax.vmap(loss_fn, in_axes=(0, 0))
-  losses_plus = evaluate(shifted(1.0), pair_keys)
-  losses_minus = evaluate(shifted(-1.0), pair_keys)
+  losses_plus = evaluate(jax.tree.map(jnp.add, theta, eps), pair_keys)
+  losses_minus = evaluate(jax.tree.map(jnp.subtract, theta, eps), pair_keys)
   grad = es_gradient_from_losses(eps, losses_plus, losses_minus, sigma)
   return grad, {"loss": 0.5 * (jnp.mean(losses_plus) + jnp.mean(losses_minus))}

@@ -145,8 +145,10 @@ def distribute(state: PopulationState, mesh: Mesh,
                tasks: PyTree = None) -> tuple[PopulationState, PyTree]:
   """Pad the population to a multiple of the mesh size and shard it over `pop`.
 
-  Padded members are copies of member 0 with fitness +inf; they are never
-  selected, never donate and never counted. Pass `tasks` when they carry the
+  Padded members are copies of member 0 with fitness +inf. They are never
+  selected, never donate and never counted.
+
+  NOTE: padded members still train, so each costs as much compute as a real one. Pass `tasks` when they carry the
   population axis, so they are padded and sharded the same way.
 
   Returns:

@@ -121,6 +121,9 @@ def make_evolve(strategy: Strategy, fitness_fn: Callable[[PyTree, jax.Array], ja
 
   Metrics have a leading generation axis: `best_fitness` (best so far),
   `mean_fitness` (of the generation's finite candidates) and `num_nonfinite`.
+
+  NOTE: the candidates are not placed on the `pop` mesh here. XLA shards their
+  evaluation only when the caller runs `evolve` under a sharding of its own.
   """
   validation.check("num_generations", num_generations, validation.IntRange(1))
 

@@ -65,7 +65,8 @@ def pad_leading(tree: PyTree, size: int) -> PyTree:
       return leaf
     extra = size - leaf.shape[0]
     if extra < 0:
-      raise ValueError(f"Cannot pad a leading axis of {leaf.shape[0]} down to {size}.")
+      raise ValueError(f"Invalid padded size {size}: it is smaller than the leading axis "
+                       f"{leaf.shape[0]}. Pass a size of at least {leaf.shape[0]}.")
     if extra == 0:
       return leaf
     filler = jnp.broadcast_to(leaf[:1], (extra,) + leaf.shape[1:])
