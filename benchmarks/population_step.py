@@ -8,7 +8,11 @@ own learning rate, injected as data) and evaluates them, in two ways:
 
 It also measures the floating-point rate of the vmapped call as a fraction of
 a large jitted f32 matrix product on the same machine. Each timing is the
-minimum over `--repeats` runs, after one compiling run. The FLOP count of the
+minimum over `--repeats` runs, after one compiling run.
+
+The vmapped call shards the population over all devices of `jax.devices()`.
+On a CPU, `XLA_FLAGS=--xla_force_host_platform_device_count=2` makes two
+devices, one per core; the loop always runs on the first device. The FLOP count of the
 vmapped call is XLA's cost analysis of one training step and of the
 evaluation, compiled for the whole population, with the step counted `--steps`
 times.
@@ -125,13 +129,21 @@ def run_benchmark(members: int, steps: int, width: int, depth: int, batch_size: 
       hyperparams={"learning_rate": jnp.geomspace(1e-4, 1e-2, members)})
   keys = jax.random.split(jax.random.key(1), members)
 
+  # The vmapped call shards the population over all devices; the loop runs on one.
+  mesh = population.population_mesh()
+  sharded_state, _ = population.distribute(state, mesh)
+  padded = sharded_state.fitness.shape[0]
+  sharded_keys = population.shard_leading(population.pad_leading(keys, padded), mesh)
   vmapped = jax.jit(population.make_population_trainer(rule, steps, eval_split="valid"))
   vmapped_time = _best_time(
-      lambda: vmapped(state.params, state.opt_state, state.meta_params, task, keys, 0), repeats)
+      lambda: vmapped(sharded_state.params, sharded_state.opt_state, sharded_state.meta_params,
+                      task, sharded_keys, 0), repeats)
 
   single = jax.jit(population.make_member_trainer(rule, steps, eval_split="valid"))
-  member_args = [(jax.tree.map(lambda x, i=i: x[i], state.params),
-                  jax.tree.map(lambda x, i=i: x[i], state.opt_state), keys[i])
+  first_device = jax.devices()[0]
+  member_args = [jax.device_put((jax.tree.map(lambda x, i=i: x[i], state.params),
+                                 jax.tree.map(lambda x, i=i: x[i], state.opt_state), keys[i]),
+                                first_device)
                  for i in range(members)]
   jax.block_until_ready(member_args)
 
@@ -153,7 +165,7 @@ def run_benchmark(members: int, steps: int, width: int, depth: int, batch_size: 
   return {
       "members": members, "steps": steps, "width": width, "depth": depth,
       "batch_size": batch_size, "uniform_batches": uniform_batches,
-      "devices": jax.device_count(),
+      "devices": jax.device_count(), "padded_members": padded,
       "backend": jax.default_backend(),
       "vmapped_seconds": vmapped_time, "loop_seconds": loop_time,
       "ratio": loop_time / vmapped_time,
