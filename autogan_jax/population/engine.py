@@ -146,10 +146,10 @@ def distribute(state: PopulationState, mesh: Mesh,
   """Pad the population to a multiple of the mesh size and shard it over `pop`.
 
   Padded members are copies of member 0 with fitness +inf. They are never
-  selected, never donate and never counted.
-
-  NOTE: padded members still train, so each costs as much compute as a real one. Pass `tasks` when they carry the
+  selected, never donate and never counted. Pass `tasks` when they carry the
   population axis, so they are padded and sharded the same way.
+
+  NOTE: padded members still train, so each costs as much compute as a real one.
 
   Returns:
     `(state, tasks)` placed on `mesh`; `tasks` is None when not given.
@@ -185,8 +185,8 @@ def replace_nonfinite(state: PopulationState,
   finite.
 
   A failed member becomes a copy of the healthy member with the best
-  fitness. When no member is healthy, nothing is copied and every real
-  member is reported as failed.
+  fitness. When no real member is healthy, nothing is copied and
+  `num_replaced` does not change.
 
   Returns:
     `(state, failed)`: the repaired state, with `num_replaced` increased by
