@@ -31,6 +31,7 @@ from autogan_jax.checkpoint import RunCheckpointer
 from autogan_jax.core import validation
 from experiments import bootstrap_report
 from experiments import common
+from experiments import distributed
 from experiments.configs import bootstrap as bootstrap_config
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -171,6 +172,10 @@ def main(argv):
   except validation.ConfigError as error:
     raise app.UsageError(f"Invalid config:\n{error}") from None
   common.quiet_library_logs()
+  try:
+    distributed.initialize_from_flags()
+  except ValueError as error:
+    raise app.UsageError(str(error)) from None
   workdir = common.prepare_workdir(_WORKDIR.value)
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
   logging.info("Bootstrap run in %s with preset %s on %s.", workdir, config.preset,
