@@ -46,11 +46,14 @@ def rule_hyperparams(config, horizon: int) -> optim.RuleHyperparams:
 
 
 def _run_phase(name: str, workdir, config, state, step_fn, step_args, total_steps: int,
-               metrics_log: common.MetricsLog, base_key: jax.Array):
+               metrics_log: common.MetricsLog, base_key: jax.Array, validate=None,
+               validate_every: int = 0):
   """Run `step_fn(state, key, *step_args)` from `state.step` to `total_steps`.
 
   `step_args` are the hyperparameters, passed as traced arguments so that one
-  compiled step serves any of their values.
+  compiled step serves any of their values. When given, `validate(state)`
+  returns the state with its validation recorded; it runs before the first
+  step and after every `validate_every` steps, before that step's checkpoint.
 
   The state of step k is checkpointed under that k; on start, the newest
   checkpoint of this phase is restored and the metrics after it are dropped.
@@ -68,11 +71,18 @@ def _run_phase(name: str, workdir, config, state, step_fn, step_args, total_step
 
   step_jit = jax.jit(step_fn)
   progress = common.Progress(name, total_steps, start=start, every_s=config.log_every_s)
+  if validate is not None and start == 0:
+    state = validate(state)
   pending = []
   for step in range(start, total_steps):
     state, metrics = step_jit(state, jax.random.fold_in(base_key, step), *step_args)
     pending.append({"phase": name, "step": step + 1, **metrics})
     done = step + 1
+    if validate is not None and (done % validate_every == 0 or done == total_steps):
+      state = validate(state)
+      pending[-1]["validation_score"] = state.best_score
+      logging.info("%s: validation at step %d; best score %.4f from step %d.", name, done,
+                   float(state.best_score), int(state.best_step))
     if done % config.checkpoint_every == 0 or done == total_steps:
       for record in jax.device_get(pending):
         metrics_log.append(record)
@@ -128,11 +138,18 @@ def run_meta_training(workdir, config, meta_params, metrics_log, key):
                                 horizon=c.horizon)
   trainer = meta.TruncatedTrainer(flat_sampler(config), num_tasks=c.num_tasks,
                                   unroll_length=c.unroll_length)
-  init_key, run_key = jax.random.split(key)
+  init_key, run_key, validation_key = jax.random.split(key, 3)
   state = trainer.init(meta_params, rule_hyper, hyper, init_key)
+  score_fn = jax.jit(lambda mp, rh: trainer.validation_score(
+      mp, rh, validation_key, c.validation_tasks, c.horizon))
+
+  def validate(state):
+    return meta.keep_best(state, score_fn(state.meta_params, rule_hyper))
+
   state = _run_phase("meta_train", workdir, config, state,
                      lambda s, k, rule_hyper, hyper: trainer.step(s, rule_hyper, hyper, k),
-                     (rule_hyper, hyper), c.steps, metrics_log, run_key)
+                     (rule_hyper, hyper), c.steps, metrics_log, run_key, validate=validate,
+                     validate_every=c.validate_every)
   return state
 
 
@@ -187,13 +204,16 @@ def main(argv):
   errors = imitation_errors(imitation, imitated, config)
   logging.info("Imitation relative error on held-out tasks: %s", errors)
   state = run_meta_training(workdir, config, imitated, metrics_log, keys[1])
-  meta_params = state.meta_params
+  meta_params = state.best_meta_params
+  logging.info("Meta-training kept the meta-parameters of step %d (validation score %.4f).",
+               int(state.best_step), float(state.best_score))
   if not config.eval.enabled:
     logging.info("Held-out evaluation is disabled (eval.enabled=False); no report written.")
     return
   results = run_evaluation(workdir, config, meta_params)
   bootstrap_report.write(workdir, config, metrics_log.read(), errors, results,
-                         jax.device_get(meta_params), int(state.quarantined))
+                         jax.device_get(meta_params), int(state.quarantined),
+                         int(state.best_step))
   logging.info("Wrote %s and %s.", workdir / "report.md", workdir / "report.json")
 
 

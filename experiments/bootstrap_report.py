@@ -56,7 +56,7 @@ def _plot_heldout(workdir: pathlib.Path, results: list[dict[str, Any]]) -> None:
 
 def write(workdir: pathlib.Path, config, records: list[dict[str, Any]],
           imitation_errors: dict[str, float], results: list[dict[str, Any]],
-          meta_params: dict[str, Any], quarantined: int) -> None:
+          meta_params: dict[str, Any], quarantined: int, best_step: int) -> None:
   """Write report.json, report.md and the PNG plots."""
   heldout = [r for result in results for r in result["records"]]
   summary = evaluation.summarize(heldout)
@@ -85,6 +85,7 @@ def write(workdir: pathlib.Path, config, records: list[dict[str, Any]],
       "imitation_relative_error": imitation_errors,
       "learned_over_adam_test_loss": test_loss_ratio,
       "quarantined_inner_runs": quarantined,
+      "kept_meta_step": best_step,
       "final_meta_loss": meta_train[-1]["meta_loss"] if meta_train else None,
       "learned_learning_rate": float(np.exp(meta_params["log_lr"])),
       "basis_coefficients": meta_params["basis"],
@@ -95,7 +96,10 @@ def write(workdir: pathlib.Path, config, records: list[dict[str, Any]],
       f"Preset `{config.preset}`, seed {config.seed}. Meta-training family: "
       f"`{config.family}` ({config.imitation.steps} imitation steps, {config.meta.steps} "
       f"meta-steps of {config.meta.num_tasks} tasks x {config.meta.unroll_length} inner steps, "
-      f"horizon {config.meta.horizon}).", "",
+      f"horizon {config.meta.horizon}). The evaluated rule is the meta-parameters of meta-step "
+      f"{best_step}, the best of the validations every {config.meta.validate_every} meta-steps "
+      f"(mean log validation loss after whole {config.meta.horizon}-step runs on "
+      f"{config.meta.validation_tasks} fixed tasks of the meta-training family).", "",
       "## Imitation of Adam", "",
       "Relative error ||u_rule - u_adam|| / ||u_adam|| of the updates over one whole held-out "
       f"run of {config.imitation.eval_steps} steps (Adam at learning rate "

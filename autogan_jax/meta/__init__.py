@@ -8,9 +8,10 @@ from autogan_jax.meta.imitation import ImitationState
 from autogan_jax.meta.truncated import MetaHyperparams
 from autogan_jax.meta.truncated import MetaTrainState
 from autogan_jax.meta.truncated import TruncatedTrainer
+from autogan_jax.meta.truncated import keep_best
 from autogan_jax.meta.truncated import make_hyperparams
 
 __all__ = [
     "Imitation", "ImitationState", "MetaHyperparams", "MetaTrainState", "TruncatedTrainer",
-    "evaluation", "inner", "make_hyperparams",
+    "evaluation", "inner", "keep_best", "make_hyperparams",
 ]

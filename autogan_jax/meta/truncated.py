@@ -16,6 +16,12 @@ stop being finite. The validation term counters overfitting of the inner runs.
 
 Runs whose loss, state or meta-gradient is not finite are quarantined: left out
 of the mean meta-gradient, counted, and restarted on a new task.
+
+Truncated unrolls cannot see what the rule does to a whole run: a rule that
+speeds up every 20-step window can still diverge late in the run. So every few
+meta-steps `validation_score` trains fresh tasks for the whole horizon, and the
+state keeps the meta-parameters with the best score (early stopping on
+meta-validation).
 """
 
 from __future__ import annotations
@@ -74,6 +80,9 @@ class MetaTrainState:
     inner: the inner run of each task, stacked.
     step: meta-steps taken.
     quarantined: runs left out because something in them was not finite.
+    best_meta_params: the meta-parameters with the lowest validation score so far.
+    best_score: that score; infinite before the first validation.
+    best_step: the meta-step at which they were validated.
   """
 
   meta_params: PyTree
@@ -82,6 +91,9 @@ class MetaTrainState:
   inner: inner.InnerState
   step: jax.Array
   quarantined: jax.Array
+  best_meta_params: PyTree
+  best_score: jax.Array
+  best_step: jax.Array
 
 
 def meta_optimizer(hyper: MetaHyperparams) -> optax.GradientTransformation:
@@ -121,7 +133,9 @@ class TruncatedTrainer:
     return MetaTrainState(meta_params=meta_params,
                           meta_opt_state=meta_optimizer(hyper).init(meta_params),
                           tasks=tasks, inner=runs, step=jnp.zeros((), jnp.int32),
-                          quarantined=jnp.zeros((), jnp.int32))
+                          quarantined=jnp.zeros((), jnp.int32), best_meta_params=meta_params,
+                          best_score=jnp.asarray(jnp.inf, jnp.float32),
+                          best_step=jnp.zeros((), jnp.int32))
 
   def meta_loss(self, meta_params, rule_hyper, hyper: MetaHyperparams, task,
                 run: inner.InnerState):
@@ -172,9 +186,9 @@ class TruncatedTrainer:
     # A quarantined run is marked finished so that it restarts on the next step.
     restart = runs.replace(step=jnp.full_like(runs.step, hyper.horizon))
     new_runs = tree_lib.select_rows(healthy, new_runs, restart)
-    new_state = MetaTrainState(meta_params=meta_params, meta_opt_state=meta_opt_state,
-                               tasks=tasks, inner=new_runs, step=state.step + 1,
-                               quarantined=state.quarantined + self.num_tasks - num_healthy)
+    new_state = state.replace(meta_params=meta_params, meta_opt_state=meta_opt_state,
+                              tasks=tasks, inner=new_runs, step=state.step + 1,
+                              quarantined=state.quarantined + self.num_tasks - num_healthy)
     safe = lambda x: jnp.where(healthy, x, jnp.nan)  # noqa: E731
     metrics = {
         "meta_loss": jnp.nanmean(safe(losses)),
@@ -186,3 +200,29 @@ class TruncatedTrainer:
         "learning_rate": jnp.exp(meta_params["log_lr"]),
     }
     return new_state, metrics
+
+  def validation_score(self, meta_params, rule_hyper: learned.RuleHyperparams, key: jax.Array,
+                       num_tasks: int, horizon: int) -> jax.Array:
+    """Return the mean log final validation loss of `num_tasks` fresh runs of `horizon` steps.
+
+    A run that ends non-finite scores infinity, so a rule that diverges is never kept.
+    """
+
+    def one(k):
+      k_task, k_run = jax.random.split(k)
+      task = self.sample_task(k_task)
+      tx = learned.learned_optimizer(meta_params, rule_hyper)
+      run, _ = inner.unroll(task, tx, inner.start(task, tx, k_run), horizon)
+      return jnp.log(task.evaluate(run.params, "valid")["loss"])
+
+    scores = jax.vmap(one)(jax.random.split(key, num_tasks))
+    return jnp.mean(jnp.where(jnp.isfinite(scores), scores, jnp.inf))
+
+
+def keep_best(state: MetaTrainState, score: jax.Array) -> MetaTrainState:
+  """Record the current meta-parameters as the best when `score` is lower than the best so far."""
+  better = score < state.best_score
+  return state.replace(
+      best_meta_params=tree_lib.select(better, state.meta_params, state.best_meta_params),
+      best_score=jnp.where(better, score, state.best_score),
+      best_step=jnp.where(better, state.step, state.best_step))

@@ -30,7 +30,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   })
   config.meta = ml_collections.ConfigDict({
       "steps": 600, "num_tasks": 8, "unroll_length": 20, "horizon": 300,
-      "learning_rate": 1e-3, "clip_norm": 1.0, "loss_floor": 0.01, "valid_weight": 0.5,
+      "learning_rate": 3e-4, "clip_norm": 1.0, "loss_floor": 0.01, "valid_weight": 0.5,
+      "validate_every": 100, "validation_tasks": 4,
   })
   config.eval = ml_collections.ConfigDict({
       "digits_steps": 300, "char_steps": 600, "eval_every": 10, "seeds": (0, 1, 2),
@@ -43,7 +44,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     config.checkpoint_every = 5
     config.log_every_s = 2.0
     config.imitation.update(steps=10, num_tasks=2, unroll_length=5, horizon=20, eval_steps=20)
-    config.meta.update(steps=10, num_tasks=2, unroll_length=5, horizon=20)
+    config.meta.update(steps=10, num_tasks=2, unroll_length=5, horizon=20, validate_every=5,
+                       validation_tasks=2)
     config.eval.update(digits_steps=20, char_steps=20, eval_every=10, seeds=(0, 1, 2),
                        adam_learning_rates=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
                        sgd_learning_rates=(1e-2, 3e-2, 1e-1, 3e-1, 1.0))
@@ -52,7 +54,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     config.rule.hidden_size = 32
     config.imitation.update(steps=2000, num_tasks=64, unroll_length=50, horizon=2000,
                             eval_steps=2000)
-    config.meta.update(steps=20000, num_tasks=64, unroll_length=50, horizon=2000)
+    config.meta.update(steps=20000, num_tasks=64, unroll_length=50, horizon=2000,
+                       validate_every=500, validation_tasks=16)
     config.eval.update(digits_steps=2000, char_steps=5000, eval_every=50,
                        seeds=(0, 1, 2, 3, 4))
   elif preset != "default":
@@ -85,6 +88,8 @@ SCHEMA = {
     "meta.clip_norm": v.FloatRange(0.0, low_inclusive=False),
     "meta.loss_floor": v.FloatRange(0.0, low_inclusive=False),
     "meta.valid_weight": v.FloatRange(0.0, 1.0),
+    "meta.validate_every": v.IntRange(1),
+    "meta.validation_tasks": v.IntRange(1),
     "eval.digits_steps": v.IntRange(1),
     "eval.char_steps": v.IntRange(1),
     "eval.eval_every": v.IntRange(1),

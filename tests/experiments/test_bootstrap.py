@@ -30,7 +30,8 @@ def _final_meta_params(workdir: pathlib.Path, step: int):
   path = workdir / "checkpoints" / "meta_train" / str(step)
   import orbax.checkpoint as ocp
   restored = ocp.StandardCheckpointer().restore(path / "default")
-  return restored["meta_params"]
+  return restored["meta_params"] | {
+      f"best_{name}": value for name, value in restored["best_meta_params"].items()}
 
 
 @pytest.fixture(scope="module")

@@ -131,3 +131,23 @@ def test_adam_point_has_zero_imitation_error():
   error = imitation.relative_error(optim.adam_meta_params(1e-2), optim.default_hyperparams(),
                                    task, jax.random.key(1), 20)
   assert float(error) < 1e-4
+
+
+def test_validation_keeps_best_and_rejects_divergent_rule():
+  trainer = meta.TruncatedTrainer(_quadratic_sampler(), num_tasks=2, unroll_length=5)
+  rule_hyper = optim.default_hyperparams(horizon=HORIZON)
+  good = optim.adam_meta_params(3e-2)
+  diverging = optim.sgd_meta_params(100.0)
+  state = trainer.init(good, rule_hyper, _hyper(), jax.random.key(0))
+  score = jax.jit(lambda mp: trainer.validation_score(mp, rule_hyper, jax.random.key(1), 4,
+                                                      HORIZON))
+  good_score = score(good)
+  assert np.isfinite(float(good_score))
+  assert float(score(diverging)) == np.inf
+
+  state = meta.keep_best(state, good_score)
+  assert float(state.best_score) == float(good_score)
+  state = state.replace(meta_params=diverging, step=jnp.int32(7))
+  state = meta.keep_best(state, score(diverging))
+  assert int(state.best_step) == 0
+  np.testing.assert_array_equal(state.best_meta_params["log_lr"], good["log_lr"])
