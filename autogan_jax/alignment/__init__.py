@@ -1,0 +1,1 @@
+"""Alignment between input frames and output characters: CTC and learned alternatives."""
