@@ -1,0 +1,1 @@
+"""Learned temporal structure: segmentation, memory, horizon and when to predict."""
