@@ -15,6 +15,8 @@ from autogan_jax.core import tree
 from autogan_jax.tasks import digit_strings
 
 EVAL_BATCH = 256
+# Built once so that the jitted segment, keyed on the transform, compiles once per config.
+_DEFAULT_TX = optax.adam(3e-3)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "tx", "num_steps", "batch_size"))
@@ -52,7 +54,7 @@ def train(config: mechanisms.AlignmentConfig, data: digit_strings.DigitStrings, 
     `(params, summary)` where the summary has the loss of each segment's last
     step, the mean share of feasible targets and whether the parameters are finite.
   """
-  tx = tx if tx is not None else optax.adam(3e-3)
+  tx = tx if tx is not None else _DEFAULT_TX
   init_key, data_key = jax.random.split(key)
   params = mechanisms.init(init_key, config)
   opt_state = tx.init(params)

@@ -106,3 +106,59 @@ def make_search_step(space: ChoiceSpace, g_tx: optax.GradientTransformation,
     return space.encode(indices), log_probs
 
   return gan_step.make_step(generate, discriminate, g_tx, d_tx, loss=loss)
+
+
+def init_search(space: ChoiceSpace, key: jax.Array, archive_size: int,
+                g_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation) -> dict:
+  """Return the state of a search: the G/D state and an empty archive of `archive_size` slots.
+
+  Empty archive slots have fitness -inf and are never chosen as real while
+  enough filled slots exist.
+  """
+  state = gan_step.init_state(init_generator(space), init_discriminator(key, space), g_tx, d_tx)
+  return {"gan": state,
+          "archive_indices": jnp.zeros((archive_size, len(space.sizes)), jnp.int32),
+          "archive_fitness": jnp.full((archive_size,), -jnp.inf),
+          "round": jnp.zeros((), jnp.int32)}
+
+
+def search_round(space: ChoiceSpace, state: dict, key: jax.Array, evaluate, *, population: int,
+                 top_k: int, gan_steps: int, step_fn) -> tuple[dict, dict]:
+  """Run one round: G proposes `population` candidates, `evaluate` scores them, G and D update.
+
+  Args:
+    space: the choice space.
+    state: from `init_search` or an earlier round.
+    key: the round's PRNG key.
+    evaluate: maps choice indices [population, num_choices] (numpy) to fitness
+      [population] (higher is better; non-finite fitness is stored as -inf and
+      so never becomes real).
+    population: candidates per round.
+    top_k: archive members used as the real batch.
+    gan_steps: `make_search_step` updates per round.
+    step_fn: the jitted step from `make_search_step`.
+
+  Returns:
+    `(state, record)`: the new state and this round's candidates, fitness and
+    the mean G/D metrics.
+  """
+  k_sample, k_steps = jax.random.split(key)
+  indices, _ = sample(space, state["gan"].g_params, k_sample, population)
+  fitness = np.asarray(evaluate(np.asarray(indices)), np.float32)
+  fitness = np.where(np.isfinite(fitness), fitness, -np.inf)
+  start = int(state["round"]) * population
+  archive_indices = state["archive_indices"].at[start:start + population].set(indices)
+  archive_fitness = state["archive_fitness"].at[start:start + population].set(fitness)
+  filled = start + population
+  real = space.encode(gan_step.top_of_archive(archive_indices, archive_fitness,
+                                              min(top_k, filled)))
+  gan_state = state["gan"]
+  metrics = []
+  for i in range(gan_steps):
+    gan_state, step_metrics = step_fn(gan_state, real, jax.random.fold_in(k_steps, i))
+    metrics.append(step_metrics)
+  mean_metrics = {name: float(np.mean([float(m[name]) for m in metrics])) for name in metrics[0]}
+  new_state = {"gan": gan_state, "archive_indices": archive_indices,
+               "archive_fitness": archive_fitness, "round": state["round"] + 1}
+  record = {"indices": np.asarray(indices), "fitness": fitness, **mean_metrics}
+  return new_state, record

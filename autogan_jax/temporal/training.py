@@ -13,6 +13,9 @@ import optax
 from autogan_jax.temporal import model as model_lib
 from autogan_jax.temporal import structure as structure_lib
 
+# Built once so that the jitted segment, keyed on the transform, compiles once.
+_DEFAULT_TX = optax.adam(1e-3)
+
 
 def sample_windows(sequences: jax.Array, key: jax.Array, batch_size: int,
                    future: int) -> tuple[jax.Array, jax.Array]:
@@ -75,7 +78,7 @@ def train_population(spec: model_lib.ModelSpec, structures: structure_lib.Struct
     `(params, losses)`: stacked parameters [P, ...] and the training loss of
     each member at the end of each segment, [segments, P].
   """
-  tx = tx if tx is not None else optax.adam(1e-3)
+  tx = tx if tx is not None else _DEFAULT_TX
   population = int(structures.context.shape[0])
   seeds = np.arange(population) if seeds is None else np.asarray(seeds)
   init_key, data_key = jax.random.split(key)
