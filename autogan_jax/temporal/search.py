@@ -30,6 +30,9 @@ def adam(learning_rate: float) -> optax.GradientTransformation:
   return optax.adam(learning_rate)
 
 
+# Rollouts per member returned for plots.
+EXAMPLE_ROLLOUTS = 4
+
 SPACE = choices.ChoiceSpace(names=tuple(name for name, _ in structure_lib.CHOICES),
                             sizes=tuple(len(options) for _, options in structure_lib.CHOICES))
 
@@ -65,7 +68,7 @@ def train_and_score(spec: model_lib.ModelSpec, indices: np.ndarray, train: np.nd
   """Train one model per row of choice `indices` [P, num_choices] and score it on `evaluation`.
 
   Returns:
-    Per-member arrays: "error_at_end" (rollout error at step `rollout_steps`),
+    Per-member arrays: "example_rollouts" (the first EXAMPLE_ROLLOUTS rollouts), "error_at_end" (rollout error at step `rollout_steps`),
     "error_mean" (mean over the rollout), "errors" [P, rollout_steps],
     "next_step" (first-step error on evaluation windows), "calls", and when
     adversarial steps ran, "d_real"/"d_fake" (D_temporal's mean probability
@@ -95,6 +98,7 @@ def train_and_score(spec: model_lib.ModelSpec, indices: np.ndarray, train: np.nd
   out.update({
       "errors": rolled["errors"], "error_at_end": rolled["errors"][:, -1],
       "error_mean": rolled["errors"].mean(axis=1), "calls": rolled["calls"],
+      "example_rollouts": rolled["rollouts"][:, :EXAMPLE_ROLLOUTS],
       "next_step": np.asarray(training.next_step_loss(spec, params, structures, windows,
                                                       targets)),
   })
