@@ -189,23 +189,31 @@ def _slot_weights(params, config, h, frame_paddings):
   return (coarse[..., None] * within).reshape(batch, MAX_LENGTH, length)
 
 
+def cif_weights(alpha: jax.Array, num_segments: int = MAX_LENGTH) -> jax.Array:
+  """Return integrate-and-fire weights [B, num_segments, T] of firing weights `alpha` [B, T].
+
+  Frame t covers the interval [c_{t-1}, c_t) of the running sum c of `alpha`,
+  and its weight in segment j is the overlap of that interval with [j, j + 1).
+  A frame whose interval crosses an integer is split between two segments.
+  """
+  end = jnp.cumsum(alpha, axis=1)
+  start = end - alpha
+  slots = jnp.arange(num_segments, dtype=alpha.dtype)[None, :, None]
+  overlap = jnp.minimum(end[:, None, :], slots + 1.0) - jnp.maximum(start[:, None, :], slots)
+  return jnp.maximum(overlap, 0.0)
+
+
 def _boundary_weights(params, h, frame_paddings, target_lengths=None):
   """Return CIF weights [B, MAX_LENGTH, T] and the summed firing weight [B].
 
-  Frame t covers the interval [c_{t-1}, c_t) of the running sum c of the
-  firing weights, and its weight in segment j is the overlap of that interval
-  with [j, j + 1). With `target_lengths`, the firing weights are rescaled to sum
-  to the target length (as in CIF training) so segments and labels line up.
+  With `target_lengths`, the firing weights are rescaled to sum to the target
+  length (as in CIF training) so that segments and labels line up.
   """
   alpha = jax.nn.sigmoid(_apply_dense(params["boundary"], h)[..., 0]) * (1.0 - frame_paddings)
   total = jnp.sum(alpha, axis=1)
   if target_lengths is not None:
     alpha = alpha * (target_lengths / jnp.maximum(total, 1e-6))[:, None]
-  end = jnp.cumsum(alpha, axis=1)
-  start = end - alpha
-  slots = jnp.arange(MAX_LENGTH, dtype=h.dtype)[None, :, None]
-  overlap = jnp.minimum(end[:, None, :], slots + 1.0) - jnp.maximum(start[:, None, :], slots)
-  return jnp.maximum(overlap, 0.0), total
+  return cif_weights(alpha), total
 
 
 def _slot_targets(batch):
