@@ -153,6 +153,7 @@ def main(argv):
   del argv
   config = _CONFIG.value
   validation.validate(config, temporal_config.schema())
+  temporal_config.check_lengths(config)
   workdir = common.prepare_workdir(_WORKDIR.value)
   metrics = common.MetricsLog(workdir)
   key = jax.random.key(config.seed)

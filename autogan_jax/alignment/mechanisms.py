@@ -5,9 +5,9 @@ self-attention layer that gives every frame global context) and differ in how
 frames are mapped to output characters:
 
 - "ctc": monotonic; one class per frame, summed over alignments by CTC.
-- "attention": soft, non-monotonic; output slot j attends over all frames
-  (Bahdanau et al., "Neural Machine Translation by Jointly Learning to Align and
-  Translate", 2015, with learned slot queries in place of a decoder state).
+- "attention": soft and non-monotonic. Output slot j attends over all frames
+  with a learned slot query in place of a decoder state (Bahdanau et al.,
+  "Neural Machine Translation by Jointly Learning to Align and Translate", 2015).
 - "chunked": frames are pooled into chunks of `chunk_size`, then CTC runs over
   chunks. Coarser chunks cost less but cannot emit more than one character per
   chunk, so long targets may become infeasible (their loss is masked).

@@ -2,7 +2,7 @@
 
 Every config is trained with each seed on training strings and scored by
 character error rate on validation and test strings (held-out images). The
-search sees only validation error rates; the report compares test error rates.
+search reads only validation error rates, and the report compares test error rates.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from autogan_jax.tasks import digit_strings
 def example_alignment(params, config: mechanisms.AlignmentConfig,
                       strings: digit_strings.DigitStrings, index: int = 0) -> dict[str, Any]:
   """Return one string's frames, its true starts, the prediction and the alignment weights."""
-  batch = strings.as_batch(np.asarray([index]))
-  digits, lengths, weights = mechanisms.predict(params, config, batch)
+  # A full evaluation batch reuses the compiled prediction of `training.transcribe`.
+  batch = strings.as_batch(np.full(training.EVAL_BATCH, index))
+  digits, lengths, weights = training.predict_batch(params, config, batch)
   return {"frames": strings.frames[index], "starts": strings.starts[index],
           "labels": strings.labels[index, :strings.label_lengths[index]],
           "predicted": np.asarray(digits[0, :int(lengths[0])]),

@@ -82,6 +82,12 @@ def _predict(params, batch, *, config):
   return mechanisms.predict(params, config, batch)
 
 
+def predict_batch(params: dict, config: mechanisms.AlignmentConfig,
+                  batch: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Run `mechanisms.predict` jitted, compiled once per config and batch shape."""
+  return _predict(params, batch, config=config)
+
+
 def transcribe(params: dict, config: mechanisms.AlignmentConfig,
                data: digit_strings.DigitStrings) -> tuple[np.ndarray, np.ndarray]:
   """Return predicted digits [N, MAX_DIGITS] and lengths [N] for every string of `data`."""

@@ -1,8 +1,8 @@
 """G_temporal: a generator of temporal structures, trained against the archive of the best.
 
-Each round G samples a population of structures; each structure's model is
-trained (in one `vmap`), optionally fine-tuned against its D_temporal, and
-scored on validation sequences. G and its discriminator then take
+Each round G samples a population of structures. The models of all of them
+train in one `vmap`, are optionally fine-tuned against their D_temporal, and
+are scored on validation sequences. G and its discriminator then take
 `gan.make_step` steps with "real" = the top of the archive of every structure
 scored so far (`autogan_jax.gan.choices`).
 """
@@ -39,7 +39,7 @@ SPACE = choices.ChoiceSpace(names=tuple(name for name, _ in structure_lib.CHOICE
 
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
-  """How every candidate structure is trained and scored.
+  """Training and scoring settings shared by every candidate structure.
 
   Attributes:
     train_steps: supervised steps per candidate.
@@ -68,11 +68,13 @@ def train_and_score(spec: model_lib.ModelSpec, indices: np.ndarray, train: np.nd
   """Train one model per row of choice `indices` [P, num_choices] and score it on `evaluation`.
 
   Returns:
-    Per-member arrays: "example_rollouts" (the first EXAMPLE_ROLLOUTS rollouts), "error_at_end" (rollout error at step `rollout_steps`),
-    "error_mean" (mean over the rollout), "errors" [P, rollout_steps],
-    "next_step" (first-step error on evaluation windows), "calls", and when
-    adversarial steps ran, "d_real"/"d_fake" (D_temporal's mean probability
-    of "real" on true and rolled-out windows) and "error_at_end_supervised".
+    Per-member arrays: "errors" [P, rollout_steps] per rollout step,
+    "error_at_end" at the last step, "error_mean" over the rollout,
+    "next_step" (first-step error on evaluation windows), "calls" and
+    "example_rollouts" (the first EXAMPLE_ROLLOUTS rollouts). After
+    adversarial steps there are also "d_real" and "d_fake" (D_temporal's mean
+    probability of "real" on true and rolled-out windows) and
+    "error_at_end_supervised" (before the adversarial steps).
   """
   structures = structure_lib.from_indices(indices)
   tx = tx if tx is not None else adam(settings.learning_rate)

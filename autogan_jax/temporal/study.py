@@ -1,9 +1,9 @@
 """Temporal-structure studies on the driven pendulum and on the character model.
 
-Each study runs the G_temporal search on training and validation data, then
+Each study runs the G_temporal search on training and validation data. It then
 trains G's most probable structure and the fixed next-step autoregressive
-model (identical parameter shapes) with the same seeds and scores both on
-test data that the search never saw.
+model (identical parameter shapes) with the same seeds, and scores both on
+test data that the search never used.
 """
 
 from __future__ import annotations
@@ -143,10 +143,10 @@ def run_char_study(settings: Mapping[str, Any], key: jax.Array, *,
                    log: Callable[[dict], None] | None = None) -> dict[str, Any]:
   """Search temporal structures of the character model of the standard library's source.
 
-  The search scores structures by validation next-character loss; the report
-  gives test next-character loss (nats) and the greedy 50-character rollout
-  error rate for the learned structure, the next-step baseline (one character
-  of context) and a fixed next-character model over 16 characters.
+  The search scores structures by validation next-character loss. The report
+  gives the test next-character loss (nats) and the greedy rollout error rate
+  of three models: the learned structure, the next-step baseline (one
+  character of context) and a fixed next-character model over 16 characters.
   """
   text = datasets.load_stdlib_text(settings["max_chars"], settings["max_eval_chars"])
   length = structure_lib.MAX_CONTEXT + settings["rollout_steps"]

@@ -36,7 +36,8 @@ def test_mechanism_loss_grads_and_decode(config, strings):
   (value, metrics), grads = value_and_grad(params, batch)
   value_and_grad(params, strings.train.as_batch(np.arange(4, 8)))
   assert counter["loss"] == 1
-  assert np.isfinite(float(value)) and float(value) > 0.0
+  assert np.isfinite(float(value))
+  assert float(value) > 0.0
   assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
   assert 0.0 <= float(metrics["feasible"]) <= 1.0
   digits, lengths, weights = mechanisms.predict(params, config, batch)
