@@ -167,9 +167,8 @@ def main(argv):
   plot_cer(workdir, alignment)
 
   pendulum_ckpt = RunCheckpointer(workdir / "checkpoints" / "pendulum")
-  restored = pendulum_ckpt.latest_step()
-  if restored is not None:
-    metrics.truncate_after("pendulum_search", restored)
+  # Records past the last checkpoint (all of them without one) are rewritten on resume.
+  metrics.truncate_after("pendulum_search", pendulum_ckpt.latest_step() or 0)
   pendulum = temporal_study.run_pendulum_study(config.pendulum.to_dict(), k_pendulum,
                                                checkpointer=pendulum_ckpt, log=metrics.append)
   plot_rollouts(workdir, "pendulum", pendulum, log_scale=True)
@@ -184,9 +183,7 @@ def main(argv):
                   f"Physics: {pendulum['physics']}.")]
   if config.char.enabled:
     char_ckpt = RunCheckpointer(workdir / "checkpoints" / "char")
-    restored = char_ckpt.latest_step()
-    if restored is not None:
-      metrics.truncate_after("char_search", restored)
+    metrics.truncate_after("char_search", char_ckpt.latest_step() or 0)
     char = temporal_study.run_char_study(config.char.to_dict(), k_char, checkpointer=char_ckpt,
                                          log=metrics.append)
     plot_rollouts(workdir, "char", char, log_scale=False)

@@ -11,9 +11,9 @@ frames are mapped to output characters:
 - "chunked": frames are pooled into chunks of `chunk_size`, then CTC runs over
   chunks. Coarser chunks cost less but cannot emit more than one character per
   chunk, so long targets may become infeasible (their loss is masked).
-- "hierarchical": attention over two timescales; slot j first attends over
-  segments of `chunk_size` frames, then over frames within each segment, and a
-  frame's weight is the product of the two.
+- "hierarchical": attention over two timescales. Slot j attends over
+  segments of `chunk_size` frames and, separately, over the frames within each
+  segment. A frame's weight is the product of the two.
 - "boundaries": learned segmentation by continuous integrate-and-fire (Dong and
   Xu, "CIF: Continuous Integrate-and-Fire for End-to-End Speech Recognition",
   2020); each frame emits a weight in (0, 1), a segment closes each time the

@@ -3,9 +3,9 @@
 The space has two choices: the mechanism and the chunk size (frames per chunk
 for "chunked", per coarse segment for "hierarchical"). Every distinct config
 is trained once per seed and scored by its validation character error rate,
-so a search round costs table look-ups. G samples configs; D learns to tell
+so a search round costs table look-ups. G samples configs. D learns to tell
 G's samples from the configs whose trained mappings made the fewest errors on
-validation strings (the top of the archive); `gan.make_step` updates both,
+validation strings (the top of the archive). `gan.make_step` updates both,
 and G follows D's logit by the score function. The learned choice is G's
 most probable config. Test strings are never seen by the search.
 """

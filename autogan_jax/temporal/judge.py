@@ -1,6 +1,6 @@
 """D_temporal: a discriminator that judges whether rollouts follow the true dynamics.
 
-D sees a window of `history_steps` true states followed by `rollout_steps`
+D reads a window of `history_steps` true states followed by `rollout_steps`
 states, and outputs a logit for "these continuations came from the true
 system". Real windows are cut from true trajectories; fake windows continue a
 true history with the model's rollout. The temporal model is G, and its
@@ -97,8 +97,8 @@ def adversarial_finetune(spec: model_lib.ModelSpec, params, structures: structur
   """Fine-tune each member's model against its own D_temporal on `rollout_steps` rollouts.
 
   G's update rule `g_tx` defaults to `optax.adam(1e-4)`, a tenth of the
-  supervised rate, so the adversarial signal adjusts a trained model rather
-  than replacing its fit; `d_tx` defaults to `optax.adam(1e-3)`.
+  supervised rate, so that the adversarial signal adjusts a trained model
+  rather than replacing its fit. `d_tx` defaults to `optax.adam(1e-3)`.
 
   Returns:
     `(params, d_params, metrics)`: fine-tuned models [P, ...], the members'

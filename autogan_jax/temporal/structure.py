@@ -1,6 +1,6 @@
 """The temporal structure of a sequence model, as array data that a generator can propose.
 
-A structure says
+A structure sets
 - which past states matter: `context` (how many) and `attention` over them
   ("last" reads only the newest, "uniform" averages, "learned" attends by content);
 - how time is segmented: past states are averaged in segments of `segment` steps;

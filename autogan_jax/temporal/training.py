@@ -50,7 +50,7 @@ def _train_segment(params, opt_state, structures, sequences, key, start, *, spec
 
   def step(carry, index):
     params, opt_state = carry
-    # Every member sees the same batch, so members differ only by structure and init.
+    # Every member trains on the same batch, so members differ only by structure and init.
     windows, targets = sample_windows(sequences, jax.random.fold_in(key, index), batch_size,
                                       structure_lib.MAX_HORIZON)
     params, opt_state, values = jax.vmap(member_update, in_axes=(0, 0, 0, None, None))(
@@ -115,9 +115,10 @@ def rollout_errors(spec: model_lib.ModelSpec, params, structures: structure_lib.
   `num_steps` are the truth.
 
   Returns:
-    "errors" [P, num_steps]: per-step mean squared error (continuous) or
-    token error rate (discrete), averaged over sequences; "calls" [P]: mean
-    model calls per rollout; "rollouts" [P, N, num_steps, ...]: the predictions.
+    "errors" [P, num_steps] is the per-step mean squared error (continuous) or
+    token error rate (discrete), averaged over sequences. "calls" [P] is the
+    mean number of model calls per rollout, and "rollouts" [P, N, num_steps, ...]
+    contains the predictions.
   """
   context = structure_lib.MAX_CONTEXT
   sequences = jnp.asarray(sequences)
