@@ -1,7 +1,10 @@
 """G_alignment chooses and parameterises the mechanism; D_alignment judges the mappings.
 
-The space has two choices: the mechanism and the chunk size (frames per chunk
-for "chunked", per coarse segment for "hierarchical"). Every distinct config
+G is one categorical distribution over the distinct configs, so it chooses the
+mechanism and its chunk size (frames per chunk for "chunked", per coarse
+segment for "hierarchical") jointly. A factorized choice of the two fails
+here, because the chunk size matters for two mechanisms only and its best
+value differs between them. Every distinct config
 is trained once per seed and scored by its validation character error rate,
 so a search round costs table look-ups. G samples configs. D learns to tell
 G's samples from the configs whose trained mappings made the fewest errors on
@@ -23,28 +26,28 @@ from absl import logging
 from autogan_jax.alignment import mechanisms
 from autogan_jax.gan import choices
 
-SPACE = choices.ChoiceSpace(names=("mechanism", "chunk_size"),
-                            sizes=(len(mechanisms.MECHANISMS), len(mechanisms.CHUNK_SIZES)))
+# Distinct configs: ctc, attention, boundaries, and chunked and hierarchical per chunk size.
+NUM_CONFIGS = 3 + 2 * len(mechanisms.CHUNK_SIZES)
+SPACE = choices.ChoiceSpace(names=("config",), sizes=(NUM_CONFIGS,))
 # Built once so that the jitted search step, keyed on the transforms, compiles once.
 _DEFAULT_G_TX = optax.adam(0.1)
 _DEFAULT_D_TX = optax.adam(1e-2)
 
 
-def config_of(indices, base: mechanisms.AlignmentConfig) -> mechanisms.AlignmentConfig:
-  """Return the canonical config of choice indices [2], with other settings from `base`."""
-  return dataclasses.replace(base, mechanism=mechanisms.MECHANISMS[int(indices[0])],
-                             chunk_size=mechanisms.CHUNK_SIZES[int(indices[1])]).canonical()
-
-
 def all_configs(base: mechanisms.AlignmentConfig) -> list[mechanisms.AlignmentConfig]:
-  """Return every distinct config of the space, in a fixed order."""
+  """Return every distinct config of the space, in a fixed order, with other settings from `base`."""
   seen = []
-  for m in range(SPACE.sizes[0]):
-    for c in range(SPACE.sizes[1]):
-      config = config_of((m, c), base)
+  for mechanism in mechanisms.MECHANISMS:
+    for chunk_size in mechanisms.CHUNK_SIZES:
+      config = dataclasses.replace(base, mechanism=mechanism, chunk_size=chunk_size).canonical()
       if config not in seen:
         seen.append(config)
   return seen
+
+
+def config_of(indices, base: mechanisms.AlignmentConfig) -> mechanisms.AlignmentConfig:
+  """Return the config of choice indices [1] (a position in `all_configs(base)`)."""
+  return all_configs(base)[int(indices[0])]
 
 
 def run_search(valid_cer: Mapping[mechanisms.AlignmentConfig, float], key: jax.Array, *,

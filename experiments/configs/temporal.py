@@ -42,12 +42,15 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   config.pendulum.train_steps = 5000
   config.pendulum.batch_size = 64
   config.pendulum.learning_rate = 1e-3
-  config.pendulum.adversarial_steps = 200
+  # Steps against D_temporal after supervised training. Off by default: in a
+  # measured default run (3 seeds), 200 steps raised the 50-step test error of
+  # both the learned structure and the next-step baseline.
+  config.pendulum.adversarial_steps = 0
   config.pendulum.rollout_steps = 50
-  config.pendulum.search_rounds = 4
+  config.pendulum.search_rounds = 6
   config.pendulum.search_population = 8
   config.pendulum.search_top_k = 4
-  config.pendulum.search_gan_steps = 20
+  config.pendulum.search_gan_steps = 10
   config.pendulum.num_seeds = 3
 
   config.char = ml_collections.ConfigDict()
@@ -84,8 +87,6 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     config.pendulum.hidden = 8
     config.pendulum.train_steps = 20
     config.pendulum.batch_size = 8
-    # The adversarial path compiles slowly; its unit test covers it.
-    config.pendulum.adversarial_steps = 0
     config.pendulum.search_rounds = 2
     config.pendulum.search_population = 2
     config.pendulum.search_top_k = 2
