@@ -14,7 +14,7 @@ from experiments.configs import temporal as temporal_config
 def run_experiment(workdir, *overrides):
   command = [sys.executable, "-m", "experiments.temporal", f"--workdir={workdir}",
              "--config=experiments/configs/temporal.py:smoke", *overrides]
-  return subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+  return subprocess.run(command, capture_output=True, text=True, timeout=1200, check=False)
 
 
 @pytest.mark.slow
