@@ -117,8 +117,11 @@ def alignment_markdown(report: dict) -> str:
       "'feasible' is the share of training targets CTC could emit in the available frames.\n",
       common.markdown_table(["config", "valid CER", "test CER", "test CER per seed", "feasible",
                              "quarantined"], rows),
-      f"Learned choice (G_alignment's most probable config after "
-      f"{len(report['search'])} search rounds): **{learned['config']}**, test CER "
+      f"Learned choice (the config that G_alignment makes most probable after "
+      f"{len(report['search'])} search rounds, in most of "
+      f"{len(report['learned_by_search_seed'])} searches with seeds "
+      f"0-{len(report['learned_by_search_seed']) - 1}; per search: "
+      f"{', '.join(report['learned_by_search_seed'])}): **{learned['config']}**, test CER "
       f"{learned['test_cer']:.4f}. Best fixed config on test: {best['config']}, "
       f"{best['test_cer']:.4f}. Best fixed config on validation: "
       f"{report['best_fixed_by_valid']['config']}.\n",

@@ -32,6 +32,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   config.alignment.search_population = 8
   config.alignment.search_top_k = 4
   config.alignment.search_gan_steps = 5
+  config.alignment.search_seeds = 5
 
   config.pendulum = ml_collections.ConfigDict()
   config.pendulum.num_train = 512
@@ -81,6 +82,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     config.alignment.search_population = 4
     config.alignment.search_top_k = 2
     config.alignment.search_gan_steps = 2
+    config.alignment.search_seeds = 2
     config.pendulum.num_train = 32
     config.pendulum.num_eval = 16
     config.pendulum.length = 72
@@ -157,6 +159,7 @@ def schema() -> dict[str, validation.Rule]:
       "alignment.search_population": positive,
       "alignment.search_top_k": positive,
       "alignment.search_gan_steps": positive,
+      "alignment.search_seeds": positive,
       "pendulum.num_train": positive,
       "pendulum.num_eval": positive,
       "pendulum.length": validation.IntRange(2),
