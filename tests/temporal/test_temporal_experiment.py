@@ -29,6 +29,8 @@ def test_smoke_run_writes_report(tmp_path):
     assert row["test_cer"] >= 0.0
     assert row["valid_cer"] >= 0.0
   assert alignment["learned"]["config"] in {row["config"] for row in alignment["rows"]}
+  assert len(alignment["learned_by_search_seed"]) == 2
+  assert alignment["learned"]["config"] in alignment["learned_by_search_seed"]
   best = min(row["test_cer"] for row in alignment["rows"])
   assert alignment["best_fixed_by_test"]["test_cer"] == best
   assert alignment["goal_met"] == (alignment["learned"]["test_cer"] <= best)
