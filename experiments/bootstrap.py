@@ -5,8 +5,8 @@
 
 Phases: imitation of Adam, then meta-training by truncated backpropagation,
 then held-out evaluation against tuned Adam and SGD with momentum. Each phase
-checkpoints its whole state into the workdir; rerunning with the same workdir
-resumes where the last run stopped and ends with the same meta-parameters as
+checkpoints its whole state into the workdir. Rerunning with the same workdir
+resumes where the last run stopped, and ends with the same meta-parameters as
 an uninterrupted run. Writes `metrics.jsonl`, `report.json`, `report.md` and
 PNG plots into the workdir.
 """

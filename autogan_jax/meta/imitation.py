@@ -1,8 +1,8 @@
 r"""Imitation: fit the learned rule to reproduce Adam's updates.
 
-Inner runs follow Adam's trajectory. At every step the learned rule sees the
+Inner runs follow Adam's trajectory. At every step the learned rule receives the
 same gradient and parameters, keeps its own statistics, and proposes an update
-u_rule; the loss is the relative squared error over an unroll of K steps,
+u_rule. The loss is the relative squared error over an unroll of K steps,
 
   sum_t ||u_rule_t - u_adam_t||^2 / sum_t ||u_adam_t||^2,
 

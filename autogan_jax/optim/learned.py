@@ -10,9 +10,9 @@ bias-corrects them, and proposes
                            + c_grad * g + c_momentum * m1 + c_decay * p
                            + f(features)),
 
-where `f` is a small perceptron applied to each parameter on its own over the
-features [g, m1^, m2^] scaled by 1 / sqrt(v^ + eps^2), the parameter, and two
-encodings of the step (a fast-saturating one and the fraction of the horizon).
+where `f` is a small perceptron applied to each parameter on its own. Its inputs
+are g, m1^ and m2^ scaled by 1 / sqrt(v^ + eps^2), the parameter itself, and two
+encodings of the step: a fast-saturating one and the fraction of the horizon.
 Adam with learning rate `lr` is the point c_adam = 1, log_lr = log(lr), every
 other coefficient and f's output layer zero; SGD and SGD with momentum are the
 points c_grad = 1 or c_momentum = 1 / (1 - b1).
@@ -122,10 +122,10 @@ def adam_meta_params(learning_rate: float, hidden_size: int = 8,
 
 def sgd_meta_params(learning_rate: float, hidden_size: int = 8,
                     momentum: bool = False, b1: float = 0.9) -> dict[str, jax.Array]:
-  """Return meta-parameters that make the rule SGD (with heavy-ball momentum `b1`) at `learning_rate`.
+  """Return meta-parameters that make the rule SGD at `learning_rate`, with momentum if asked.
 
-  Heavy-ball momentum with coefficient b1 accumulates sum_k b1^k g; the rule's
-  fast momentum is (1 - b1) times that, hence the coefficient 1 / (1 - b1).
+  Heavy-ball momentum with coefficient b1 accumulates sum_k b1^k g. The rule's
+  fast momentum is (1 - b1) times that sum, so its coefficient is 1 / (1 - b1).
   """
   params = jax.tree.map(jnp.zeros_like, adam_meta_params(learning_rate, hidden_size))
   params["log_lr"] = jnp.asarray(jnp.log(learning_rate), jnp.float32)

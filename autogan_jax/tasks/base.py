@@ -20,7 +20,7 @@ Batch = Any
 
 @runtime_checkable
 class Task(Protocol):
-  """What every level-0 task provides. All methods are pure and jittable."""
+  """The interface of every level-0 task; all methods are pure and jittable."""
 
   name: str
 
