@@ -171,12 +171,24 @@ def probe_features(logits: jax.Array) -> jax.Array:
                           jnp.mean(jnp.max(probs, axis=-1))[None]])
 
 
-def finite_accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Return the accuracy of `logits` [examples, classes], or NaN when any logit is not finite.
+OBJECTIVES = ("accuracy", "neg_loss")
 
-  NaN marks the candidate for quarantine in the archive.
+
+def score_logits(logits: jax.Array, labels: jax.Array, objective: str = "accuracy") -> jax.Array:
+  """Score a candidate's logits [examples, classes]: higher is better.
+
+  "accuracy" is the share of correct argmax predictions; "neg_loss" is minus
+  the mean cross-entropy, which ranks candidates of equal accuracy and varies
+  less between data splits. Returns NaN when any logit is not finite, which
+  marks the candidate for quarantine in the archive.
   """
-  value = jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+  if objective not in OBJECTIVES:
+    raise ValueError(f"Unknown objective {objective!r}; expected one of {OBJECTIVES}.")
+  if objective == "accuracy":
+    value = jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+  else:
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    value = jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=-1))
   return jnp.where(jnp.all(jnp.isfinite(logits)), value, jnp.nan)
 
 

@@ -6,8 +6,8 @@ mixture weight's logit. A sample is the straight-through one-hot choice and
 the mixing weights it implies (0 for A, 1 for B, a sigmoid draw for a
 mixture), which `combination.mix_modules` turns into a child. D sees the
 choices, the weights and the child's predictions on a probe batch. "Real"
-hybrids are the archive's best by validation accuracy on all ten digits, so
-D learns which hybrids beat their parents.
+hybrids are the archive's best by their score (accuracy or minus the loss) on
+validation data of all ten digits, so D learns which hybrids beat their parents.
 """
 
 from __future__ import annotations
@@ -25,8 +25,11 @@ CHOICES = ("parent_a", "parent_b", "mixture")
 
 def make_problem(parent_a: network_lib.Network, parent_b: network_lib.Network,
                  x_probe: jax.Array, x_valid: jax.Array, y_valid: jax.Array, *,
-                 temperature: float = 1.0) -> adversarial.Problem:
-  """Build the search over per-module hybrids of `parent_a` and `parent_b`."""
+                 temperature: float = 1.0, objective: str = "accuracy") -> adversarial.Problem:
+  """Build the search over per-module hybrids of `parent_a` and `parent_b`.
+
+  `objective` (one of `adversarial.OBJECTIVES`) scores a hybrid on the validation data.
+  """
   combination.check_same_structure(parent_a, parent_b)
   num_modules = len(parent_a)
   num_classes = network_lib.signature(parent_a[-1])[1][1]
@@ -55,19 +58,20 @@ def make_problem(parent_a: network_lib.Network, parent_b: network_lib.Network,
                             probes], axis=-1)
 
   def score(candidates):
-    return hybrid_accuracies(parent_a, parent_b, candidates["weights"], x_valid, y_valid)
+    return hybrid_scores(parent_a, parent_b, candidates["weights"], x_valid, y_valid, objective)
 
   return adversarial.Problem(
       init_generator=init_generator, sample=sample, featurize=featurize, score=score,
       feature_dim=num_modules * (len(CHOICES) + 1) + num_classes + 2)
 
 
-def hybrid_accuracies(parent_a: network_lib.Network, parent_b: network_lib.Network,
-                      weights: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
-  """Return the accuracy on (x, y) of each hybrid given by mixing weights [count, layers]."""
+def hybrid_scores(parent_a: network_lib.Network, parent_b: network_lib.Network,
+                  weights: jax.Array, x: jax.Array, y: jax.Array,
+                  objective: str = "accuracy") -> jax.Array:
+  """Return the score on (x, y) of each hybrid given by mixing weights [count, layers]."""
 
   def one(w):
     logits = network_lib.apply_network(combination.mix_modules(parent_a, parent_b, w), x)
-    return adversarial.finite_accuracy(logits, y)
+    return adversarial.score_logits(logits, y, objective)
 
   return jax.vmap(one)(weights)

@@ -8,7 +8,8 @@ learns which layers to merge, with which method and with which coefficient.
 D sees the configuration, the merged network's predictions on a probe batch
 and the ratio of each merged layer's norm to its parents' mean norm (a
 collapsed or exploded layer shows there). "Real" merges are the archive's
-best by validation accuracy on all ten digits.
+best by their score (accuracy or minus the loss) on validation data of all ten
+digits.
 
 DARE draws one fixed drop mask per parameter array (in `prepare_merge`), so a
 configuration names exactly one network.
@@ -143,8 +144,11 @@ def describe(choice: jax.Array, coefficient: jax.Array) -> list[str]:
 
 
 def make_problem(basis: MergeBasis, x_probe: jax.Array, x_valid: jax.Array, y_valid: jax.Array,
-                 *, temperature: float = 1.0) -> adversarial.Problem:
-  """Build the search over per-layer merge configurations of `basis`'s parents."""
+                 *, temperature: float = 1.0, objective: str = "accuracy") -> adversarial.Problem:
+  """Build the search over per-layer merge configurations of `basis`'s parents.
+
+  `objective` (one of `adversarial.OBJECTIVES`) scores a merge on the validation data.
+  """
   num_layers = len(basis.base)
   num_classes = network_lib.signature(basis.base[-1])[1][1]
   parent_norms = jnp.array([0.5 * (_parameter_norm(a) + _parameter_norm(b))
@@ -181,7 +185,7 @@ def make_problem(basis: MergeBasis, x_probe: jax.Array, x_valid: jax.Array, y_va
 
     def one(choice, coefficient):
       logits = network_lib.apply_network(merge(choice, coefficient), x_valid)
-      return adversarial.finite_accuracy(logits, y_valid)
+      return adversarial.score_logits(logits, y_valid, objective)
 
     return jax.vmap(one)(candidates["choice"], candidates["coefficient"])
 

@@ -6,7 +6,7 @@ distribution per slot over the pool; a sample is one straight-through
 Gumbel-softmax one-hot per slot, so a module may repeat (shared weights) and
 a skip shortens the network. D sees the one-hots and the network's
 predictions on a probe batch, and "real" orders are the archive's best by
-validation accuracy on all ten digits.
+their score (accuracy or minus the loss) on validation data of all ten digits.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from autogan_jax.weight_space import permutation
 
 
 def make_problem(pool: permutation.ModulePool, x_probe: jax.Array, x_valid: jax.Array,
-                 y_valid: jax.Array, *, slots: int,
-                 temperature: float = 1.0) -> adversarial.Problem:
+                 y_valid: jax.Array, *, slots: int, temperature: float = 1.0,
+                 objective: str = "accuracy") -> adversarial.Problem:
   """Build the search over module sequences of length `slots`.
 
   Args:
@@ -34,6 +34,8 @@ def make_problem(pool: permutation.ModulePool, x_probe: jax.Array, x_valid: jax.
     y_valid: their labels.
     slots: length of every sequence, skips included.
     temperature: of the Gumbel-softmax relaxation.
+    objective: how an order is scored on the validation data; one of
+      `adversarial.OBJECTIVES`.
   """
   choices = pool.num_choices
   num_classes = pool.readout.params["w"].shape[1]
@@ -51,18 +53,19 @@ def make_problem(pool: permutation.ModulePool, x_probe: jax.Array, x_valid: jax.
     return jnp.concatenate([one_hot.reshape(one_hot.shape[0], -1), probes], axis=-1)
 
   def score(one_hot):
-    return sequence_accuracies(pool, jnp.argmax(one_hot, axis=-1), x_valid, y_valid)
+    return sequence_scores(pool, jnp.argmax(one_hot, axis=-1), x_valid, y_valid, objective)
 
   return adversarial.Problem(init_generator=init_generator, sample=sample, featurize=featurize,
                              score=score, feature_dim=slots * choices + num_classes + 2)
 
 
-def sequence_accuracies(pool: permutation.ModulePool, sequences: jax.Array, x: jax.Array,
-                        y: jax.Array) -> jax.Array:
-  """Return the accuracy of each module sequence [count, slots] on (x, y)."""
+def sequence_scores(pool: permutation.ModulePool, sequences: jax.Array, x: jax.Array,
+                    y: jax.Array, objective: str = "accuracy") -> jax.Array:
+  """Return the score of each module sequence [count, slots] on (x, y)."""
 
   def one(ids):
-    return adversarial.finite_accuracy(permutation.apply_module_sequence(pool, ids, x), y)
+    logits = permutation.apply_module_sequence(pool, ids, x)
+    return adversarial.score_logits(logits, y, objective)
 
   return jax.vmap(one)(sequences)
 
