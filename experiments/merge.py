@@ -181,11 +181,10 @@ def markdown(report: dict, config) -> str:
   return "\n".join(lines)
 
 
-def main(argv):
-  del argv
-  config = _CONFIG.value
+def run(config, workdir: str | pathlib.Path) -> dict:
+  """Validate `config`, run or resume the study in `workdir`, write the report and plots."""
   merge_config.validate(config)
-  workdir = common.prepare_workdir(_WORKDIR.value or "")
+  workdir = common.prepare_workdir(workdir)
   metrics = common.MetricsLog(workdir)
   logging.info("Merge study %s in %s.", config.preset, workdir)
   report = pipeline.run_study(config, jax.random.key(config.seed), workdir,
@@ -196,6 +195,12 @@ def main(argv):
   plot_merges(report, workdir / "merges.png")
   plot_searches(metrics.read(), workdir / "searches.png")
   logging.info("Wrote %s.", workdir / "report.md")
+  return report
+
+
+def main(argv):
+  del argv
+  run(_CONFIG.value, _WORKDIR.value or "")
 
 
 if __name__ == "__main__":

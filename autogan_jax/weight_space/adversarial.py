@@ -87,7 +87,7 @@ def add_to_archive(archive: Archive, samples: PyTree, scores: jax.Array) -> Arch
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
-  """What one G/D pair searches over.
+  """The search space of one G/D pair.
 
   Attributes:
     init_generator: key -> G's params.
@@ -129,7 +129,7 @@ class SearchSettings:
 
 @dataclasses.dataclass(frozen=True)
 class SearchResult:
-  """What a search returns.
+  """The outcome of a search.
 
   Attributes:
     state: the final `gan.GANState`.
@@ -175,12 +175,12 @@ OBJECTIVES = ("accuracy", "neg_loss")
 
 
 def score_logits(logits: jax.Array, labels: jax.Array, objective: str = "accuracy") -> jax.Array:
-  """Score a candidate's logits [examples, classes]: higher is better.
+  """Score a candidate's logits [examples, classes], where higher is better.
 
-  "accuracy" is the share of correct argmax predictions; "neg_loss" is minus
-  the mean cross-entropy, which ranks candidates of equal accuracy and varies
-  less between data splits. Returns NaN when any logit is not finite, which
-  marks the candidate for quarantine in the archive.
+  "accuracy" is the share of correct argmax predictions. "neg_loss" is minus
+  the mean cross-entropy, which also ranks candidates of equal accuracy. The
+  score is NaN when any logit is not finite, which marks the candidate for
+  quarantine in the archive.
   """
   if objective not in OBJECTIVES:
     raise ValueError(f"Unknown objective {objective!r}; expected one of {OBJECTIVES}.")
@@ -201,7 +201,7 @@ def run_search(problem: Problem, key: jax.Array, settings: SearchSettings, *,
 
   Args:
     problem: the candidates, their features and their scores.
-    key: the run's PRNG key; round r uses keys folded from round r only, so a
+    key: the run's PRNG key. Round r draws keys folded from r alone, so a
       resumed search draws the same keys as an uninterrupted one.
     settings: sizes.
     g_tx: G's update rule; default `optax.adam(3e-3)`.

@@ -1,6 +1,6 @@
 """G_combine and D_combine: a generator of module hybrids and a discriminator that judges them.
 
-For each layer (module) of two parents of one structure, G holds a
+For each layer (module) of two parents of one structure, G has a
 categorical over {parent A, parent B, mixture} and a Gaussian over the
 mixture weight's logit. A sample is the straight-through one-hot choice and
 the mixing weights it implies (0 for A, 1 for B, a sigmoid draw for a

@@ -1,6 +1,6 @@
 """G_interpolate and D_interpolate: learned per-layer merges of two fine-tunes of one base.
 
-For each layer, G holds a categorical over `CHOICES` (keep the base, keep
+For each layer, G has a categorical over `CHOICES` (keep the base, keep
 parent A, keep parent B, or merge with one of `interpolation.METHODS`) and a
 Gaussian over the logit of the layer's coefficient in [0, 1], which is
 scaled to the method's range in `interpolation.COEFFICIENT_RANGES`. So G
@@ -16,6 +16,8 @@ configuration names exactly one network.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -66,26 +68,27 @@ def prepare_merge(base: network_lib.Network, parent_a: network_lib.Network,
   """
   combination.check_same_structure(base, parent_a)
   combination.check_same_structure(base, parent_b)
-
-  @jax.jit
-  def task_vectors(p_base, p_a, p_b, key):
-    models = jnp.stack([p_a, p_b])
-    return jnp.stack([
-        jnp.sum(models - p_base[None], axis=0),
-        interpolation.ties_task_vector(p_base, models, density),
-        interpolation.dare_task_vector(key, p_base, models, drop_rate),
-    ])
-
   per_layer = []
   for i, (layer_base, layer_a, layer_b) in enumerate(zip(base, parent_a, parent_b)):
     vectors = {}
     for j, name in enumerate(sorted(layer_base.params)):
       key = jax.random.fold_in(jax.random.fold_in(dare_key, i), j)
-      vectors[name] = task_vectors(layer_base.params[name], layer_a.params[name],
-                                   layer_b.params[name], key)
+      vectors[name] = _task_vectors(layer_base.params[name], layer_a.params[name],
+                                    layer_b.params[name], key, density=density,
+                                    drop_rate=drop_rate)
     per_layer.append(vectors)
   return MergeBasis(base=tuple(base), parent_a=tuple(parent_a), parent_b=tuple(parent_b),
                     task_vectors=tuple(per_layer))
+
+
+@functools.partial(jax.jit, static_argnames=("density", "drop_rate"))
+def _task_vectors(p_base, p_a, p_b, key, *, density, drop_rate):
+  models = jnp.stack([p_a, p_b])
+  return jnp.stack([
+      jnp.sum(models - p_base[None], axis=0),
+      interpolation.ties_task_vector(p_base, models, density),
+      interpolation.dare_task_vector(key, p_base, models, drop_rate),
+  ])
 
 
 def merge_network(choice: jax.Array, coefficient: jax.Array,

@@ -17,8 +17,8 @@ vector is `model - base`.
 - task arithmetic: base + lambda * sum_i tau_i (Ilharco et al., "Editing
   Models with Task Arithmetic", 2023).
 - TIES: trim each task vector to its largest-magnitude `density` share of
-  entries (per array), elect the sign of each entry as the sign of the sum of
-  the trimmed values, and average only the trimmed values that agree with it
+  entries (per array). Elect the sign of each entry as the sign of the sum of
+  the trimmed values, then average only the trimmed values that agree with it
   (Yadav et al., "TIES-Merging: Resolving Interference When Merging Models",
   2023). An entry whose trimmed values sum to exactly zero, a sign tie, has no
   elected sign and keeps the base value.

@@ -1,7 +1,7 @@
 """G_permute and D_permute: a generator of module orders and a discriminator that judges them.
 
 The pool is the residual modules of a trained transformer-like network (its
-attention and feed-forward layers, and a skip). G holds one categorical
+attention and feed-forward layers, and a skip). G has one categorical
 distribution per slot over the pool; a sample is one straight-through
 Gumbel-softmax one-hot per slot, so a module may repeat (shared weights) and
 a skip shortens the network. D sees the one-hots and the network's

@@ -9,9 +9,9 @@ stages and resumes an interrupted search.
 1. barrier: MLPs trained on all digits from different seeds; the loss
    barrier of the linear path before and after weight matching.
 2. merge: per merge seed, a base MLP trained briefly on all digits and two
-   fine-tunes on different digit subsets; every fixed method tuned over its
-   coefficient grid on the validation split, and G_interpolate's learned
-   merge; test accuracy on all ten digits.
+   fine-tunes on different digit subsets. Every fixed method is tuned over its
+   coefficient grid on the validation split and compared with G_interpolate's
+   learned merge by test accuracy on all ten digits.
 3. transformers: a base transformer-like network and two fine-tunes on the
    same subsets.
 4. combination: module, layer-range and mixture hybrids of the two
@@ -21,6 +21,7 @@ stages and resumes an interrupted search.
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 from collections.abc import Callable, Mapping
@@ -47,6 +48,12 @@ from autogan_jax.weight_space import permute_search
 from autogan_jax.weight_space import training
 
 MetricsCallback = Callable[[Mapping[str, Any]], None]
+
+
+@functools.lru_cache(maxsize=8)
+def _adam(learning_rate: float) -> optax.GradientTransformation:
+  """Return one Adam object per learning rate, so training calls share their compilation."""
+  return optax.adam(learning_rate)
 
 
 @jax.jit
@@ -145,7 +152,7 @@ def barrier_stage(config, key: jax.Array, data: datasets.ArraySplits,
     return cached
   c = config.barrier
   sizes = (64,) + tuple(config.mlp.hidden_sizes) + (10,)
-  tx = optax.adam(config.train.learning_rate)
+  tx = _adam(config.train.learning_rate)
   ts = jnp.linspace(0.0, 1.0, c.points)
   pairs = []
   for pair in range(c.pairs):
@@ -208,7 +215,7 @@ def barrier_stage(config, key: jax.Array, data: datasets.ArraySplits,
 def _specialised_parents(config, seed: int, data: datasets.ArraySplits, init_fn,
                          steps_base: int, steps_finetune: int):
   """Train a base on all digits, then fine-tune one copy per digit subset."""
-  tx = optax.adam(config.train.learning_rate)
+  tx = _adam(config.train.learning_rate)
   keys = jax.random.split(jax.random.key(seed), 4)
   base = init_fn(keys[0])
   base, _ = training.train(base, data, key=keys[1], steps=steps_base,
@@ -222,19 +229,23 @@ def _specialised_parents(config, seed: int, data: datasets.ArraySplits, init_fn,
   return base, parent_a, parent_b
 
 
+@jax.jit
+def _merge_scores(basis: interpolate_search.MergeBasis, choices: jax.Array,
+                  coefficients: jax.Array, x_valid: jax.Array, y_valid: jax.Array,
+                  x_test: jax.Array, y_test: jax.Array):
+  """Return valid and test scores of merge configurations [count, layers, ...]."""
+
+  def one(choice, coefficient):
+    merged = interpolate_search.merge_network(choice, coefficient, basis)
+    return _scores(merged, x_valid, y_valid), _scores(merged, x_test, y_test)
+
+  return jax.vmap(one)(choices, coefficients)
+
+
 def _config_scores(basis: interpolate_search.MergeBasis, data: datasets.ArraySplits):
-  """Return a jitted map from configurations [count, layers, ...] to valid and test scores."""
-  x_valid, y_valid = (jnp.asarray(v) for v in data.split("valid"))
-  x_test, y_test = (jnp.asarray(v) for v in data.split("test"))
-
-  @jax.jit
-  def evaluate(basis, choices, coefficients):
-    def one(choice, coefficient):
-      merged = interpolate_search.merge_network(choice, coefficient, basis)
-      return _scores(merged, x_valid, y_valid), _scores(merged, x_test, y_test)
-    return jax.vmap(one)(choices, coefficients)
-
-  return lambda choices, coefficients: evaluate(basis, choices, coefficients)
+  """Return a map from configurations [count, layers, ...] to valid and test scores."""
+  arrays = [jnp.asarray(v) for v in data.split("valid") + data.split("test")]
+  return lambda choices, coefficients: _merge_scores(basis, choices, coefficients, *arrays)
 
 
 def _select(valid: dict[str, np.ndarray], objective: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -40,6 +41,9 @@ def train(params: network_lib.Network, data: datasets.ArraySplits, *, key: jax.A
           apply_fn: ApplyFn = network_lib.apply_network) -> tuple[network_lib.Network, jax.Array]:
   """Train `params` on the training split, drawing batches from `classes` only.
 
+  Calls with the same `steps`, `batch_size`, `tx` object, `apply_fn` and
+  parameter shapes share one compilation, so reuse one `tx` across calls.
+
   Args:
     params: the network to train.
     data: digits splits; only the training split is used.
@@ -57,6 +61,12 @@ def train(params: network_lib.Network, data: datasets.ArraySplits, *, key: jax.A
   y = jnp.asarray(data.y_train)
   allowed = jnp.asarray(class_mask(classes))[y]
   example_logits = jnp.where(allowed, 0.0, -jnp.inf)
+  return _train(params, x, y, example_logits, key, steps=steps, batch_size=batch_size, tx=tx,
+                apply_fn=apply_fn)
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "batch_size", "tx", "apply_fn"))
+def _train(params, x, y, example_logits, key, *, steps, batch_size, tx, apply_fn):
 
   def loss_fn(p, xb, yb):
     return cross_entropy(apply_fn(p, xb), yb)
@@ -69,12 +79,8 @@ def train(params: network_lib.Network, data: datasets.ArraySplits, *, key: jax.A
     updates, opt_state = tx.update(grads, opt_state, p)
     return (optax.apply_updates(p, updates), opt_state), loss
 
-  @jax.jit
-  def run(p):
-    (p, _), losses = jax.lax.scan(step, (p, tx.init(p)), jnp.arange(steps))
-    return p, losses
-
-  return run(params)
+  (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), jnp.arange(steps))
+  return params, losses
 
 
 def evaluate(params: network_lib.Network, data: datasets.ArraySplits, split: str = "test",
