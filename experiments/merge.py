@@ -66,7 +66,7 @@ def plot_merges(report: dict, path: pathlib.Path) -> None:
   ax.set_ylabel("test accuracy (all ten digits)")
   ax.set_ylim(0.0, 1.0)
   ax.set_title("Merges of two fine-tunes on different digit subsets")
-  ax.legend(fontsize=8)
+  ax.legend(fontsize=8, loc="lower left")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -85,6 +85,11 @@ def plot_searches(records: list[dict], path: pathlib.Path) -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
+
+
+def _number(value) -> str:
+  """Format a float with three decimals; None (no barrier to remove) becomes "n/a"."""
+  return "n/a" if value is None else f"{value:.3f}"
 
 
 def markdown(report: dict, config) -> str:
@@ -108,9 +113,9 @@ def markdown(report: dict, config) -> str:
   summary = barrier["summary"]["test"]
   lines += [f"Test split, mean of {len(barrier['pairs'])} pairs: barrier "
             f"{summary['barrier_before_mean']:.4f} before, {summary['barrier_after_mean']:.4f} "
-            f"after; share removed mean {summary['removed_fraction_mean']:.3f}, minimum "
-            f"{summary['removed_fraction_min']:.3f}. Goal (at least 0.8 removed in every pair): "
-            f"{'met' if barrier['goal_met'] else 'not met'}.", ""]
+            f"after; share removed mean {_number(summary['removed_fraction_mean'])}, minimum "
+            f"{_number(summary['removed_fraction_min'])}. Goal (at least 0.8 removed in every "
+            f"pair): {'met' if barrier['goal_met'] else 'not met'}.", ""]
 
   merge = report["merge"]
   lines += ["## Fixed merges against the learned merge", "",

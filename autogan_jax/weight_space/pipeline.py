@@ -442,7 +442,11 @@ def permutation_stage(config, key: jax.Array, data: datasets.ArraySplits, stages
   score_all = jax.jit(lambda s: permute_search.sequence_scores(pool, s, x_valid, y_valid,
                                                                "accuracy"))
   accuracy_all = np.asarray(score_all(jnp.asarray(sequences)))
-  original = [0, pool.num_attention, 1, pool.num_attention + 1][:slots]
+  # The trained order alternates attention i and feed-forward i; skips pad it to the slots.
+  original = []
+  for block in range(min(pool.num_attention, pool.num_feed_forward)):
+    original += [block, pool.num_attention + block]
+  original = (original + [pool.skip_id] * slots)[:slots]
 
   problem = permute_search.make_problem(pool, x_valid[:config.search.probe_size], x_valid,
                                         y_valid, slots=slots, objective=objective)

@@ -72,21 +72,22 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   if preset == "smoke":
     config.mlp.hidden_sizes = (32, 32)
     config.barrier.pairs = 1
-    config.barrier.steps = 200
+    # Equal step counts let every MLP (and every transformer) training share one compilation.
+    config.barrier.steps = 40
     config.barrier.points = 5
     config.merge.seeds = (1,)
-    config.merge.base_steps = 20
+    config.merge.base_steps = 40
     config.merge.finetune_steps = 40
     config.merge.grid_points = 3
     config.transformer.width = 8
     config.transformer.heads = 2
     config.transformer.hidden = 8
     config.transformer.blocks = 1
-    config.transformer.base_steps = 20
+    config.transformer.base_steps = 10
     config.transformer.finetune_steps = 10
     config.permute.slots = 2
     config.search.rounds = 2
-    config.search.steps_per_round = 2
+    config.search.steps_per_round = 1
     config.search.batch_size = 8
     config.search.top_k = 4
     config.search.initial_candidates = 8

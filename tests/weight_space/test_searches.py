@@ -21,22 +21,24 @@ def _three_mlps():
   return base, noise(1), noise(2)
 
 
-@pytest.mark.parametrize("method", interpolation.METHODS)
-def test_uniform_config_matches_tree_merge(method):
+def test_uniform_config_matches_merge():
   base, a, b = _three_mlps()
   dare_key = jax.random.key(7)
   basis = interpolate_search.prepare_merge(base, a, b, dare_key)
-  low, high = interpolation.COEFFICIENT_RANGES[method]
-  coefficient = low + 0.3 * (high - low)
-  choice, unit = interpolate_search.uniform_config(method, coefficient, len(base))
-  merged = interpolate_search.merge_network(choice, unit, basis)
-  for i in range(len(base)):
-    for j, name in enumerate(sorted(base[i].params)):
-      # prepare_merge draws DARE's mask of array j of layer i from this key.
-      key = jax.random.fold_in(jax.random.fold_in(dare_key, i), j)
-      expected = interpolation.merge(method, coefficient, base[i].params[name],
-                                     a[i].params[name], b[i].params[name], key)
-      np.testing.assert_allclose(merged[i].params[name], expected, rtol=1e-5, atol=1e-5)
+  merge_all = jax.jit(interpolate_search.merge_network)
+  for method in interpolation.METHODS:
+    low, high = interpolation.COEFFICIENT_RANGES[method]
+    coefficient = low + 0.3 * (high - low)
+    choice, unit = interpolate_search.uniform_config(method, coefficient, len(base))
+    merged = merge_all(choice, unit, basis)
+    for i in range(len(base)):
+      for j, name in enumerate(sorted(base[i].params)):
+        # prepare_merge draws DARE's mask of array j of layer i from this key.
+        key = jax.random.fold_in(jax.random.fold_in(dare_key, i), j)
+        expected = interpolation.merge(method, coefficient, base[i].params[name],
+                                       a[i].params[name], b[i].params[name], key)
+        np.testing.assert_allclose(merged[i].params[name], expected, rtol=1e-5, atol=1e-5,
+                                   err_msg=f"{method} layer {i} {name}")
 
 
 def test_unmerged_choices_keep_networks():
