@@ -1,0 +1,213 @@
+"""Align, combine, merge and reorder digits networks; write a report and plots.
+
+Usage:
+  python -m experiments.merge --workdir=runs/merge --config=experiments/configs/merge.py:smoke
+
+Rerunning with the same workdir skips finished stages and resumes an
+interrupted search from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import matplotlib
+import numpy as np
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from autogan_jax.weight_space import interpolation
+from autogan_jax.weight_space import pipeline
+from experiments import common
+from experiments.configs import merge as merge_config
+
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt  # noqa: E402  The backend must be set first.
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics, report and plots.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "experiments/configs/merge.py", "Merge study config file and preset.")
+
+
+def plot_barriers(report: dict, path: pathlib.Path) -> None:
+  """Plot test loss along the linear path of every pair, before and after alignment."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for i, pair in enumerate(report["barrier"]["pairs"]):
+    ts = pair["ts"]
+    ax.plot(ts, pair["test"]["losses_before"], color="tab:red", alpha=0.8,
+            label="before alignment" if i == 0 else None)
+    ax.plot(ts, pair["test"]["losses_after"], color="tab:blue", alpha=0.8,
+            label="after weight matching" if i == 0 else None)
+  ax.set_xlabel("interpolation coefficient t")
+  ax.set_ylabel("test cross-entropy (all ten digits)")
+  ax.set_title(f"Linear paths between MLPs from different seeds "
+               f"({len(report['barrier']['pairs'])} pairs)")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_merges(report: dict, path: pathlib.Path) -> None:
+  """Plot the test accuracy of every merge, per merge seed."""
+  runs = report["merge"]["runs"]
+  names = list(interpolation.METHODS) + ["learned", "parent_a", "parent_b", "base"]
+  fig, ax = plt.subplots(figsize=(8, 4))
+  width = 0.8 / len(runs)
+  for j, run in enumerate(runs):
+    values = [run["fixed"][m]["best_test_accuracy"] for m in interpolation.METHODS]
+    values.append(run["learned"]["archive_best"]["test_accuracy"])
+    values += [run["networks"][n]["test"]["accuracy"] for n in ("parent_a", "parent_b", "base")]
+    ax.bar(np.arange(len(names)) + j * width, values, width, label=f"seed {run['seed']}")
+  ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=30, ha="right")
+  ax.set_ylabel("test accuracy (all ten digits)")
+  ax.set_ylim(0.0, 1.0)
+  ax.set_title("Merges of two fine-tunes on different digit subsets")
+  ax.legend(fontsize=8, loc="lower left")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_searches(records: list[dict], path: pathlib.Path) -> None:
+  """Plot the best archive score of every search by round."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  phases = sorted({r["phase"] for r in records})
+  for phase in phases:
+    rows = sorted((r for r in records if r["phase"] == phase), key=lambda r: r["step"])
+    ax.plot([r["step"] for r in rows], [r["proposal_mean"] for r in rows], label=phase)
+  ax.set_xlabel("round")
+  ax.set_ylabel("mean validation score of G's proposals")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def _number(value) -> str:
+  """Format a float with three decimals; None (no barrier to remove) becomes "n/a"."""
+  return "n/a" if value is None else f"{value:.3f}"
+
+
+def markdown(report: dict, config) -> str:
+  """Render the report as markdown with every figure's seeds, split and run count."""
+  barrier = report["barrier"]
+  lines = ["# Weight-space merge study", "",
+           f"Preset `{config.preset}`, study seed {config.seed}, MLP hidden sizes "
+           f"{tuple(config.mlp.hidden_sizes)}. Data: scikit-learn digits, fixed split "
+           "(1078 train, 359 validation, 360 test).", "",
+           "## Loss barrier before and after weight matching", "",
+           f"{len(barrier['pairs'])} pairs of MLPs, each trained for {config.barrier.steps} "
+           f"steps on all digits from its own seed; barrier = max over {config.barrier.points} "
+           "points t of loss(t) minus the chord between the end losses.", ""]
+  rows = []
+  for pair in barrier["pairs"]:
+    for split in ("train", "test"):
+      rows.append([str(pair["seeds"]), split, pair[split]["barrier_before"],
+                   pair[split]["barrier_after"], pair[split]["removed_fraction"]])
+  lines.append(common.markdown_table(
+      ["seeds", "split", "barrier before", "barrier after", "share removed"], rows))
+  summary = barrier["summary"]["test"]
+  lines += [f"Test split, mean of {len(barrier['pairs'])} pairs: barrier "
+            f"{summary['barrier_before_mean']:.4f} before, {summary['barrier_after_mean']:.4f} "
+            f"after; share removed mean {_number(summary['removed_fraction_mean'])}, minimum "
+            f"{_number(summary['removed_fraction_min'])}. Goal (at least 0.8 removed in every "
+            f"pair): {'met' if barrier['goal_met'] else 'not met'}.", ""]
+
+  merge = report["merge"]
+  lines += ["## Fixed merges against the learned merge", "",
+            f"Per merge seed: a base MLP trained {config.merge.base_steps} steps on all digits, "
+            f"fine-tuned {config.merge.finetune_steps} steps on digits "
+            f"{tuple(config.merge.classes_a)} (parent A) and {tuple(config.merge.classes_b)} "
+            f"(parent B). Each fixed method's coefficient is chosen on the validation split "
+            f"over {config.merge.grid_points} grid points by `{merge['objective']}`; the learned "
+            "merge is the best of G_interpolate's archive by the same criterion. Accuracies are "
+            "on the test split, all ten digits, one run per seed.", ""]
+  rows = []
+  for run in merge["runs"]:
+    nets = run["networks"]
+    row = [run["seed"], nets["base"]["test"]["accuracy"], nets["parent_a"]["test"]["accuracy"],
+           nets["parent_b"]["test"]["accuracy"]]
+    row += [run["fixed"][m]["best_test_accuracy"] for m in interpolation.METHODS]
+    row += [run["best_fixed"]["method"], run["learned"]["archive_best"]["test_accuracy"],
+            run["learned"]["generator_mode"]["test_accuracy"]]
+    rows.append(row)
+  lines.append(common.markdown_table(
+      ["seed", "base", "parent A", "parent B"] + list(interpolation.METHODS)
+      + ["best fixed (by valid)", "learned (archive best)", "learned (G mode)"], rows))
+  for run in merge["runs"]:
+    lines.append(f"- Seed {run['seed']}: learned layers "
+                 f"{run['learned']['archive_best']['layers']}; best fixed "
+                 f"{run['best_fixed']['method']} at coefficient "
+                 f"{run['best_fixed']['best_coefficient']:.3g}; "
+                 f"{run['learned']['candidates_scored']} candidates scored, "
+                 f"{run['learned']['quarantined']} quarantined.")
+  s = merge["summary"]
+  lines += ["", f"Mean test accuracy over {s['runs']} seeds: learned {s['learned_test_accuracy_mean']:.4f}, "
+            f"best fixed {s['best_fixed_test_accuracy_mean']:.4f}; the learned merge wins on "
+            f"{s['learned_wins']} of {s['runs']} seeds. Goal (learned beats best fixed on the mean): "
+            f"{'met' if merge['goal_met'] else 'not met'}.", ""]
+
+  comb = report["combination"]
+  lines += ["## Module hybrids of two transformer fine-tunes", "",
+            "Parents: a transformer-like network (embed, attention and feed-forward blocks, "
+            "readout) trained on all digits, then fine-tuned on the two subsets. Accuracies on "
+            "all ten digits, one run.", ""]
+  rows = [[name, comb["parents_valid"][name]["accuracy"], comb["parents_test"][name]["accuracy"]]
+          for name in ("parent_a", "parent_b")]
+  rows += [[name, h["valid"]["accuracy"], h["test"]["accuracy"]]
+           for name, h in comb["fixed_hybrids"].items()]
+  rows.append(["G_combine archive best", comb["best_hybrid"]["valid"]["accuracy"],
+               comb["best_hybrid"]["test"]["accuracy"]])
+  lines.append(common.markdown_table(["network", "valid accuracy", "test accuracy"], rows))
+  g = comb["generator"]
+  lines += [f"Share of {g['samples']} G_combine samples that beat both parents on validation "
+            f"accuracy: {g['initial_beats_parents_fraction']:.3f} before training, "
+            f"{g['final_beats_parents_fraction']:.3f} after; mean validation accuracy "
+            f"{g['initial_valid_accuracy_mean']:.4f} before, {g['final_valid_accuracy_mean']:.4f} "
+            "after.", ""]
+
+  perm = report["permutation"]
+  lines += ["## Module orders of the base transformer", "",
+            f"All {perm['num_orders']} sequences of {config.permute.slots} slots over modules "
+            f"{perm['module_names']} (repeats share weights), validation accuracy on all ten "
+            "digits, one run.", "",
+            f"- Trained order {perm['original_order']}: {perm['original_valid_accuracy']:.4f}.",
+            f"- Best order {perm['best_order']}: {perm['best_valid_accuracy']:.4f}.",
+            f"- Mean over all orders (uniform G): {perm['uniform_valid_accuracy_mean']:.4f}; "
+            f"mean of {perm['generator_samples']} samples of the trained G_permute: "
+            f"{perm['generator_valid_accuracy_mean']:.4f}; G's most likely order "
+            f"{perm['generator_top_order']}.",
+            f"- Spearman correlation between D_permute's logit and validation accuracy over all "
+            f"orders: {perm['discriminator_spearman']:.3f}.", ""]
+  return "\n".join(lines)
+
+
+def run(config, workdir: str | pathlib.Path) -> dict:
+  """Validate `config`, run or resume the study in `workdir`, write the report and plots."""
+  merge_config.validate(config)
+  workdir = common.prepare_workdir(workdir)
+  metrics = common.MetricsLog(workdir)
+  logging.info("Merge study %s in %s.", config.preset, workdir)
+  report = pipeline.run_study(config, jax.random.key(config.seed), workdir,
+                              metrics=metrics.append, metrics_truncate=metrics.truncate_after)
+  report["config"] = config.to_dict()
+  common.write_report(workdir, report, markdown(report, config))
+  plot_barriers(report, workdir / "barrier.png")
+  plot_merges(report, workdir / "merges.png")
+  plot_searches(metrics.read(), workdir / "searches.png")
+  logging.info("Wrote %s.", workdir / "report.md")
+  return report
+
+
+def main(argv):
+  del argv
+  run(_CONFIG.value, _WORKDIR.value or "")
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("workdir")
+  app.run(main)

@@ -1,0 +1,69 @@
+"""The merge study's smoke preset end to end on the real digits, and its config checks."""
+
+import json
+
+import pytest
+
+from autogan_jax.core import ConfigError
+from autogan_jax.weight_space import interpolation
+from experiments import merge
+from experiments.configs import merge as merge_config
+
+
+@pytest.mark.slow
+def test_smoke_study_writes_report_and_resumes(tmp_path):
+  config = merge_config.get_config("smoke")
+  report = merge.run(config, tmp_path)
+  for name in ("report.json", "report.md", "metrics.jsonl", "barrier.png", "merges.png",
+               "searches.png"):
+    assert (tmp_path / name).exists(), name
+
+  # The barrier is measured on the real test split, and alignment never changes the end points.
+  pair = report["barrier"]["pairs"][0]
+  assert pair["test"]["barrier_before"] >= 0.0
+  assert pair["test"]["losses_after"][0] == pair["test"]["losses_before"][0]
+  assert pair["test"]["losses_after"][-1] == pytest.approx(pair["test"]["losses_before"][-1],
+                                                           rel=1e-4)
+
+  # Grid end points reproduce the parents and the base, an independent check of the merge code.
+  run = report["merge"]["runs"][0]
+  nets = run["networks"]
+  assert run["fixed"]["linear"]["valid_accuracy"][0] == pytest.approx(
+      nets["parent_a"]["valid"]["accuracy"])
+  assert run["fixed"]["linear"]["valid_accuracy"][-1] == pytest.approx(
+      nets["parent_b"]["valid"]["accuracy"])
+  assert run["fixed"]["task_arithmetic"]["valid_accuracy"][0] == pytest.approx(
+      nets["base"]["valid"]["accuracy"])
+  assert set(run["fixed"]) == set(interpolation.METHODS)
+  assert 0.0 <= run["learned"]["archive_best"]["test_accuracy"] <= 1.0
+
+  records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  phases = {r["phase"] for r in records}
+  assert phases == {"interpolate_seed_1", "combine", "permute"}
+  assert report["permutation"]["num_orders"] == 3 ** config.permute.slots
+
+  # A rerun in the same folder reuses every finished stage and gives the same report.
+  again = merge.run(config, tmp_path)
+  assert again["merge"] == report["merge"]
+  assert again["permutation"] == report["permutation"]
+  records_again = (tmp_path / "metrics.jsonl").read_text().splitlines()
+  assert len(records_again) == len(records)
+
+
+def test_config_rejects_invalid_values():
+  config = merge_config.get_config("smoke")
+  config.search.top_k = 100
+  with pytest.raises(ConfigError, match="search.top_k"):
+    merge_config.validate(config)
+  config = merge_config.get_config("smoke")
+  config.transformer.heads = 3
+  with pytest.raises(ConfigError, match="transformer.width"):
+    merge_config.validate(config)
+  config = merge_config.get_config("smoke")
+  config.search.objective = "f1"
+  with pytest.raises(ConfigError, match="search.objective"):
+    merge_config.validate(config)
+  with pytest.raises(ConfigError, match="preset"):
+    merge_config.get_config("huge")
+  for preset in merge_config.PRESETS:
+    merge_config.validate(merge_config.get_config(preset))
