@@ -22,7 +22,7 @@ run: $(INSTALLED)
 	$(BIN)/python -m experiments.bootstrap --workdir=$(WORKDIR) --config=$(CONFIG)
 
 test: $(INSTALLED)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) runs
