@@ -127,38 +127,44 @@ def train_calibration_gan(logits: jax.Array, labels: jax.Array, key: jax.Array, 
   named = keys_lib.split_named(keys_lib.as_key(key), ("generator", "discriminator", "train"))
   n = logits.shape[0]
 
-  def pairs_of(g_params, index, outcome_fn):
-    probs = generator_probs(g_params, logits[index])
-    confidence = jnp.max(probs, axis=-1)
-    return jnp.stack([confidence, outcome_fn(probs, confidence)], axis=-1)
-
-  def draw_index(key):
-    # A batch as large as the calibration set uses every example once, which
-    # leaves the Bernoulli outcomes of the real pairs as the only noise.
-    if batch_size >= n:
-      return jnp.arange(n)
-    return jax.random.randint(key, (batch_size,), 0, n)
-
-  def generate(g_params, key, size):
-    del size  # Always `batch_size` pairs, or the whole set.
-    index = draw_index(key)
-    observed = lambda probs, _: (jnp.argmax(probs, -1) == labels[index]).astype(jnp.float32)
-    return pairs_of(g_params, index, observed), None
-
-  def real_pairs(g_params, key):
-    k_index, k_outcome = jax.random.split(key)
-    index = draw_index(k_index)
-    ideal = lambda _, confidence: jax.random.bernoulli(k_outcome, confidence).astype(jnp.float32)
-    return jax.lax.stop_gradient(pairs_of(g_params, index, ideal))
-
-  step_fn = gan.make_step(generate, discriminate, g_tx, d_tx, loss=loss, d_steps=d_steps)
   state = gan.init_state(init_generator(named["generator"], init_temperature),
                          init_discriminator(named["discriminator"]), g_tx, d_tx)
 
-  def body(state, step):
-    step_key = keys_lib.step_key(named["train"], step)
-    k_real, k_step = jax.random.split(step_key)
-    return step_fn(state, real_pairs(state.g_params, k_real), k_step)
+  # The data enter as arguments, not closure constants, so XLA does not spend
+  # compile time folding `top_k` over them.
+  def train(state, logits, labels):
+    def pairs_of(g_params, index, outcome_fn):
+      probs = generator_probs(g_params, logits[index])
+      confidence = jnp.max(probs, axis=-1)
+      return jnp.stack([confidence, outcome_fn(probs, confidence)], axis=-1)
 
-  state, history = jax.jit(lambda s: jax.lax.scan(body, s, jnp.arange(steps)))(state)
+    def draw_index(key):
+      # A batch as large as the calibration set uses every example once, which
+      # leaves the Bernoulli outcomes of the real pairs as the only noise.
+      if batch_size >= n:
+        return jnp.arange(n)
+      return jax.random.randint(key, (batch_size,), 0, n)
+
+    def generate(g_params, key, size):
+      del size  # Always `batch_size` pairs, or the whole set.
+      index = draw_index(key)
+      observed = lambda probs, _: (jnp.argmax(probs, -1) == labels[index]).astype(jnp.float32)
+      return pairs_of(g_params, index, observed), None
+
+    def real_pairs(g_params, key):
+      k_index, k_outcome = jax.random.split(key)
+      index = draw_index(k_index)
+      ideal = lambda _, confidence: jax.random.bernoulli(k_outcome, confidence).astype(jnp.float32)
+      return jax.lax.stop_gradient(pairs_of(g_params, index, ideal))
+
+    step_fn = gan.make_step(generate, discriminate, g_tx, d_tx, loss=loss, d_steps=d_steps)
+
+    def body(state, step):
+      step_key = keys_lib.step_key(named["train"], step)
+      k_real, k_step = jax.random.split(step_key)
+      return step_fn(state, real_pairs(state.g_params, k_real), k_step)
+
+    return jax.lax.scan(body, state, jnp.arange(steps))
+
+  state, history = jax.jit(train)(state, logits, labels)
   return CalibrationGAN(jax.device_get(state.g_params)), jax.tree.map(np.asarray, history)

@@ -1,10 +1,10 @@
 """Ensembles as vmapped populations, the MIMO baseline and G_ensemble, their one-pass imitation."""
 
-from autogan_jax.ensemble.distill import adversarial_finetune
-from autogan_jax.ensemble.distill import augment_inputs
-from autogan_jax.ensemble.distill import dirichlet_log_prob
-from autogan_jax.ensemble.distill import dirichlet_spread
-from autogan_jax.ensemble.distill import distill
+from autogan_jax.ensemble.distillation import adversarial_finetune
+from autogan_jax.ensemble.distillation import augment_inputs
+from autogan_jax.ensemble.distillation import dirichlet_log_prob
+from autogan_jax.ensemble.distillation import dirichlet_spread
+from autogan_jax.ensemble.distillation import distill
 from autogan_jax.ensemble.mimo import mimo_probs
 from autogan_jax.ensemble.mimo import train_mimo
 from autogan_jax.ensemble.population import EnsembleSpec

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from autogan_jax.estimators import discrete
 
-# transform(logits [B, V], windows [B, C], position []) -> logits of the sampled distribution.
-Transform = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+# transform(logits [B, V], windows [B, C], position [], state) -> (logits of the sampled
+# distribution, next state). The state is the sampler's own memory of the prefix (any
+# pytree, or None for a memoryless rule); `windows[:, -1]` is the token sampled last.
+Transform = Callable[[jax.Array, jax.Array, jax.Array, Any], tuple[jax.Array, Any]]
+
+
+def memoryless(rule: Callable[[jax.Array], jax.Array]) -> Transform:
+  """Wrap a map from logits to logits as a `Transform` without state."""
+  return lambda logits, windows, position, state: (rule(logits), state)
 
 
 def _entropy(log_q: jax.Array) -> jax.Array:
@@ -19,8 +27,9 @@ def _entropy(log_q: jax.Array) -> jax.Array:
 
 
 def generate(next_logits: Callable[[jax.Array], jax.Array], transform: Transform,
-             key: jax.Array, windows: jax.Array, length: int, *, straight_through: bool = False,
-             gumbel_temperature: float = 1.0) -> dict[str, jax.Array]:
+             key: jax.Array, windows: jax.Array, length: int, *, initial_state: Any = None,
+             straight_through: bool = False, gumbel_temperature: float = 1.0
+             ) -> dict[str, jax.Array]:
   """Sample `length` tokens after the context `windows` [B, C].
 
   Args:
@@ -30,6 +39,7 @@ def generate(next_logits: Callable[[jax.Array], jax.Array], transform: Transform
     key: PRNG key.
     windows: the starting context of each sequence.
     length: tokens to sample.
+    initial_state: the transform's state before the first token.
     straight_through: draw with straight-through Gumbel-softmax, so `one_hot`
       carries gradients into `transform`'s parameters. Otherwise the draw is
       categorical and gradients come from `log_prob` (score function).
@@ -41,10 +51,12 @@ def generate(next_logits: Callable[[jax.Array], jax.Array], transform: Transform
     sampling distribution at each position, in nats).
   """
 
-  def step(windows, inputs):
+  def step(carry, inputs):
+    windows, state = carry
     step_key, position = inputs
     logits = jax.lax.stop_gradient(next_logits(windows))
-    log_q = jax.nn.log_softmax(transform(logits, windows, position))
+    new_logits, state = transform(logits, windows, position, state)
+    log_q = jax.nn.log_softmax(new_logits)
     if straight_through:
       one_hot = discrete.gumbel_softmax(step_key, log_q, gumbel_temperature, hard=True)
       token = jnp.argmax(one_hot, axis=-1)
@@ -53,10 +65,10 @@ def generate(next_logits: Callable[[jax.Array], jax.Array], transform: Transform
       one_hot = jax.nn.one_hot(token, log_q.shape[-1], dtype=log_q.dtype)
     log_prob = jnp.take_along_axis(log_q, token[:, None], axis=-1)[:, 0]
     windows = jnp.concatenate([windows[:, 1:], token[:, None].astype(windows.dtype)], axis=1)
-    return windows, (token, one_hot, log_prob, _entropy(log_q))
+    return (windows, state), (token, one_hot, log_prob, _entropy(log_q))
 
   keys = jax.random.split(key, length)
   _, (tokens, one_hot, log_prob, entropy) = jax.lax.scan(
-      step, windows, (keys, jnp.arange(length)))
+      step, (windows, initial_state), (keys, jnp.arange(length)))
   return {"tokens": tokens.T.astype(jnp.int32), "one_hot": jnp.swapaxes(one_hot, 0, 1),
           "log_prob": jnp.sum(log_prob, axis=0), "entropy": entropy.T}

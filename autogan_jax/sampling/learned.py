@@ -5,7 +5,9 @@ tokens: new_logit_i = log p_i + MLP(features of token i, context). The token
 features are its log-probability, its gap to the most likely token, the
 distribution's entropy, its surprisal minus the entropy (the quantity typical
 sampling thresholds), its rank, and a learned embedding of the token. The
-context features are an embedding of the previous token and the position. Every
+context features are an embedding of the previous token, the position, and a
+recurrent state that G_sampler updates from every token sampled so far, so it
+can use more of the prefix than the language model's window. Every
 fixed rule of `rules` is a function of such features, so G_sampler can express
 temperature, truncation by probability or by typicality, or a mixture, and
 choose per position how sharp to be. The MLP's output layer starts at zero, so
@@ -38,13 +40,16 @@ TOKEN_FEATURES = 5
 
 
 def init_generator(key: jax.Array, vocab_size: int, input_vocab_size: int, hidden: int = 32,
-                   embed_dim: int = 4) -> dict[str, jax.Array]:
+                   embed_dim: int = 4, memory: int = 16) -> dict[str, jax.Array]:
   """Initialise G_sampler so that it leaves the model's distribution unchanged."""
-  k_token, k_context, k_w1 = jax.random.split(key, 3)
-  fan_in = TOKEN_FEATURES + 2 * embed_dim + 1
+  k_token, k_context, k_w1, k_input, k_recurrent = jax.random.split(key, 5)
+  fan_in = TOKEN_FEATURES + 2 * embed_dim + 1 + memory
   return {
       "token_embed": jax.random.normal(k_token, (vocab_size, embed_dim)) * 0.1,
       "context_embed": jax.random.normal(k_context, (input_vocab_size, embed_dim)) * 0.1,
+      "memory_input": jax.random.normal(k_input, (input_vocab_size, memory)),
+      "memory_recurrent": jax.random.normal(k_recurrent, (memory, memory)) / jnp.sqrt(memory),
+      "memory_bias": jnp.zeros(memory),
       "w1": jax.random.normal(k_w1, (fan_in, hidden)) / jnp.sqrt(fan_in),
       "b1": jnp.zeros(hidden),
       "w2": jnp.zeros(hidden),
@@ -62,11 +67,19 @@ def token_features(logits: jax.Array) -> jax.Array:
   return jnp.stack(features, axis=-1)
 
 
+def initial_state(g_params, batch_size: int) -> jax.Array:
+  """Return G_sampler's memory before the first token, zeros of shape [B, memory]."""
+  return jnp.zeros((batch_size, g_params["memory_bias"].shape[0]))
+
+
 def make_transform(g_params, length: int) -> decoding.Transform:
   """Return G_sampler as a sampling rule for `decoding.generate`."""
   g_params = jax.tree.map(jnp.asarray, g_params)
 
-  def transform(logits, windows, position):
+  def transform(logits, windows, position, memory):
+    # The memory reads the token sampled last, which is the window's final entry.
+    memory = jnp.tanh(memory @ g_params["memory_recurrent"]
+                      + g_params["memory_input"][windows[:, -1]] + g_params["memory_bias"])
     log_p = jax.nn.log_softmax(logits)
     batch, vocab = log_p.shape
     token = jnp.broadcast_to(g_params["token_embed"][None], (batch, vocab,
@@ -74,9 +87,10 @@ def make_transform(g_params, length: int) -> decoding.Transform:
     context = g_params["context_embed"][windows[:, -1]]
     context = jnp.broadcast_to(context[:, None, :], token.shape)
     where = jnp.full((batch, vocab, 1), position / length, log_p.dtype)
-    features = jnp.concatenate([token_features(logits), token, context, where], axis=-1)
+    shared = jnp.broadcast_to(memory[:, None, :], (batch, vocab, memory.shape[-1]))
+    features = jnp.concatenate([token_features(logits), token, context, where, shared], axis=-1)
     hidden = jnp.tanh(features @ g_params["w1"] + g_params["b1"])
-    return log_p + hidden @ g_params["w2"]
+    return log_p + hidden @ g_params["w2"], memory
 
   return transform
 
@@ -144,8 +158,9 @@ def train_sampler(next_logits: Callable, prompts_fn: Callable, real_fn: Callable
   def generate(g_params, key, size):
     k_prompt, k_sample = jax.random.split(key)
     out = decoding.generate(next_logits, make_transform(g_params, length), k_sample,
-                                prompts_fn(k_prompt, size), length,
-                                straight_through=straight_through)
+                            prompts_fn(k_prompt, size), length,
+                            initial_state=initial_state(g_params, size),
+                            straight_through=straight_through)
     if straight_through:
       return out["one_hot"], None
     return jax.lax.stop_gradient(out["one_hot"]), out["log_prob"]

@@ -100,6 +100,12 @@ def apply_rule(name: str, parameter: jax.Array | float, logits: jax.Array) -> ja
   raise ValueError(f"Unknown sampling rule {name!r}; expected one of {RULES}.")
 
 
+def apply_rule_by_index(index: jax.Array, parameter: jax.Array, logits: jax.Array) -> jax.Array:
+  """Apply rule number `index` of `RULES`; both arguments may be traced, so one compile serves all."""
+  branches = [lambda p, x, name=name: apply_rule(name, p, x) for name in RULES]
+  return jax.lax.switch(index, branches, jnp.asarray(parameter, jnp.float32), logits)
+
+
 def default_sweep(name: str, vocab_size: int) -> tuple[float, ...]:
   """Return the parameter values swept for rule `name`, from least to most truncating."""
   sweeps = {
