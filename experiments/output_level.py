@@ -105,7 +105,8 @@ def train_task(task, key: jax.Array, steps: int, learning_rate: float, workdir: 
     return checkpointer.restore(params)
   tx = optax.adam(learning_rate)
   progress = common.Progress(name, steps)
-  chunk = min(steps, 500)
+  # Steps run in equal chunks of at most 500, one compile, with progress logged after each.
+  chunk = max(d for d in range(1, min(steps, 500) + 1) if steps % d == 0)
 
   @jax.jit
   def run_chunk(params, opt_state, start):
@@ -180,8 +181,8 @@ def run_hmm_sampling(config, keys: dict, workdir: pathlib.Path) -> dict:
   records = sampling_benchmark.sweep_fixed_rules(next_logits, prompts, eval_key, c.length, judge,
                                                  corpus.vocab_size)
   true_tokens = hmm.sample(corpus.hmm, keys["hmm_truth"], c.eval_sequences, c.length)
-  true_entropy = float(jnp.mean(-jnp.sum(
-      jnp.exp(lp := hmm.next_token_log_probs(corpus.hmm, true_tokens)) * lp, axis=-1)))
+  true_log_probs = hmm.next_token_log_probs(corpus.hmm, true_tokens)
+  true_entropy = float(jnp.mean(-jnp.sum(jnp.exp(true_log_probs) * true_log_probs, axis=-1)))
   truth = {"quality": float(np.mean(judge(None, np.asarray(true_tokens)))),
            "entropy": true_entropy,
            "distinct_2": evaluation.distinct_ngrams(np.asarray(true_tokens), 2),
@@ -416,7 +417,8 @@ def build_markdown(report: dict, config) -> str:
   if "ensemble" in report:
     result = report["ensemble"]
     r = result["results"]
-    ratio = result["cost_ratios"]["g_ensemble"]
+    ratio = {k: ("n/a" if v is None else f"{v:.4f}")
+             for k, v in result["cost_ratios"]["g_ensemble"].items()}
     within = r["g_ensemble"]["nll"] <= 1.05 * r["ensemble"]["nll"]
     better = (r["g_ensemble"]["nll"] < r["single_member"]["nll"]
               and r["g_ensemble"]["nll"] < r["mimo"]["nll"])
@@ -427,8 +429,8 @@ def build_markdown(report: dict, config) -> str:
         "`member_mean` averages the members' own figures. Plot: `ensemble.png`.\n\n"
         f"**G_ensemble NLL within 5% of the ensemble: {within}; better than a single member and "
         f"MIMO: {better}. Cost ratio G_ensemble / ensemble: multiply-adds "
-        f"{ratio['multiply_adds']:.4f}, XLA FLOPs {ratio['xla_flops']}, wall time "
-        f"{ratio['seconds']:.4f}.** Correlation of G_ensemble's Dirichlet spread with the "
+        f"{ratio['multiply_adds']}, XLA FLOPs {ratio['xla_flops']}, wall time "
+        f"{ratio['seconds']}.** Correlation of G_ensemble's Dirichlet spread with the "
         f"members' variance over test inputs: {result['disagreement_correlation']:.4f}.\n")
     rows = [[n, m["nll"], m["accuracy"], m["ece"]] for n, m in r.items()]
     parts.append(common.markdown_table(["method", "NLL", "accuracy", "ECE (15 bins)"], rows))
@@ -440,6 +442,13 @@ def build_markdown(report: dict, config) -> str:
   return "\n".join(parts)
 
 
+def log_part(metrics_log: common.MetricsLog, phase: str, records: list[dict]) -> None:
+  """Replace the phase's records in metrics.jsonl, so a rerun writes no duplicates."""
+  metrics_log.truncate_after(phase, -1)
+  for record in records:
+    metrics_log.append({"phase": phase, "step": 0, **record})
+
+
 def run(config, workdir: pathlib.Path) -> dict:
   """Run the parts named in `config.parts` into `workdir` and write the report."""
   validate_config(config)
@@ -448,33 +457,35 @@ def run(config, workdir: pathlib.Path) -> dict:
   keys = core.split_named(core.as_key(config.seed), names)
   metrics_log = common.MetricsLog(workdir)
   report = {}
+
   if "sampling" in config.parts:
-    report["sampling"] = {
-        "hmm": cached_part(workdir, "sampling_hmm", lambda: run_hmm_sampling(config, keys,
-                                                                             workdir)),
-        "chars": cached_part(workdir, "sampling_chars", lambda: run_char_sampling(config, keys,
-                                                                                  workdir)),
-    }
-    plot_front(workdir / "sampling_hmm.png", report["sampling"]["hmm"],
+    hmm_result = cached_part(workdir, "sampling_hmm",
+                             lambda: run_hmm_sampling(config, keys, workdir))
+    char_result = cached_part(workdir, "sampling_chars",
+                              lambda: run_char_sampling(config, keys, workdir))
+    report["sampling"] = {"hmm": hmm_result, "chars": char_result}
+    plot_front(workdir / "sampling_hmm.png", hmm_result,
                "Hidden Markov language: exact log-likelihood against entropy")
-    plot_front(workdir / "sampling_chars.png", report["sampling"]["chars"],
+    plot_front(workdir / "sampling_chars.png", char_result,
                "Standard-library characters: trigram-judge log-likelihood against entropy")
-    for language, result in report["sampling"].items():
-      metrics_log.append({"phase": "sampling", "step": 0, "language": language,
-                          **{k: v for k, v in result["learned"].items()},
-                          "margin": result["comparison"]["margin"]})
+    log_part(metrics_log, "sampling", [
+        {"language": language, **result["learned"], "margin": result["comparison"]["margin"]}
+        for language, result in report["sampling"].items()])
+
   if "calibration" in config.parts:
     report["calibration"] = cached_part(workdir, "calibration",
                                         lambda: run_calibration(config, keys, workdir))
-    for name, result in report["calibration"].items():
-      metrics_log.append({"phase": "calibration", "step": 0, "data": name,
-                          "g_cal_ece": result["metrics"]["g_cal"]["ece"],
-                          "temperature_ece": result["metrics"]["temperature"]["ece"]})
+    log_part(metrics_log, "calibration", [
+        {"data": name, "g_cal_ece": result["metrics"]["g_cal"]["ece"],
+         "temperature_ece": result["metrics"]["temperature"]["ece"]}
+        for name, result in report["calibration"].items()])
+
   if "ensemble" in config.parts:
     report["ensemble"] = cached_part(workdir, "ensemble", lambda: run_ensemble(config, keys))
     plot_ensemble(workdir / "ensemble.png", report["ensemble"])
-    metrics_log.append({"phase": "ensemble", "step": 0,
-                        **{f"{n}_nll": m["nll"] for n, m in report["ensemble"]["results"].items()}})
+    log_part(metrics_log, "ensemble", [
+        {f"{name}_nll": m["nll"] for name, m in report["ensemble"]["results"].items()}])
+
   report["config"] = config.to_dict()
   common.write_report(workdir, report, build_markdown(report, config))
   return report

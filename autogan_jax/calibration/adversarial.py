@@ -8,7 +8,7 @@ softmax and the norm of the centred logits, the quantities that tell a sure
 prediction from a doubtful one. With the MLP's output layer at zero G_cal is
 temperature scaling with T = exp(log_t0), which is where training starts.
 
-D_cal sees (confidence, outcome) pairs. A perfectly calibrated predictor with
+D_cal takes (confidence, outcome) pairs as input. A perfectly calibrated predictor with
 confidence c is correct with probability c, so the "real" pairs are
 (c, y') with y' ~ Bernoulli(c) and c from G_cal on calibration examples, and the
 "fake" pairs are (c, y) with the observed correctness y. The two joint
@@ -154,7 +154,9 @@ def train_calibration_gan(logits: jax.Array, labels: jax.Array, key: jax.Array, 
     def real_pairs(g_params, key):
       k_index, k_outcome = jax.random.split(key)
       index = draw_index(k_index)
-      ideal = lambda _, confidence: jax.random.bernoulli(k_outcome, confidence).astype(jnp.float32)
+      def ideal(_, confidence):
+        return jax.random.bernoulli(k_outcome, confidence).astype(jnp.float32)
+
       return jax.lax.stop_gradient(pairs_of(g_params, index, ideal))
 
     step_fn = gan.make_step(generate, discriminate, g_tx, d_tx, loss=loss, d_steps=d_steps)

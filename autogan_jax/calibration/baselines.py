@@ -186,7 +186,7 @@ FITTERS = {"temperature": fit_temperature, "vector": fit_vector, "histogram": fi
 
 
 def fit_baseline(name: str, logits: jax.Array, labels: jax.Array) -> Callable:
-  """Fit the baseline `name` (one of `BASELINES`) and return its map from logits to probabilities."""
+  """Fit the baseline `name`, one of `BASELINES`; return its map from logits to probabilities."""
   if name not in FITTERS:
     raise ValueError(f"Unknown calibration baseline {name!r}; expected one of {BASELINES}.")
   return FITTERS[name](logits, labels)

@@ -8,9 +8,9 @@ examples in each bin:
 
   ECE = sum_b (n_b / n) |acc_b - conf_b|,    MCE = max_{b : n_b > 0} |acc_b - conf_b|.
 
-Equal-width bins split (0, 1] into `num_bins` intervals (lower end open, so a
-confidence of exactly 1/15 falls in the first of 15 bins; a confidence of 0
-joins the first bin). Equal-mass bins give each bin the same number of examples
+Equal-width bins split (0, 1] into `num_bins` intervals with open lower ends, so
+a confidence of exactly 1/15 falls in the first of 15 bins. A confidence of 0
+joins the first bin. Equal-mass bins give each bin the same number of examples
 in order of confidence, the first `n mod num_bins` bins taking one extra. An
 empty bin has weight zero and is left out of the MCE, so no metric is NaN.
 """
@@ -43,7 +43,7 @@ def bin_assignment(confidences: jax.Array, num_bins: int = NUM_BINS,
     n = confidences.shape[0]
     order = jnp.argsort(confidences, stable=True)
     rank = jnp.empty_like(order).at[order].set(jnp.arange(n))
-    # Bin b holds ranks [start_b, start_{b+1}) with start_b = b * n // num_bins
+    # Bin b contains ranks [start_b, start_{b+1}) with start_b = b * n // num_bins
     # rounded so that the first n mod num_bins bins take the extra example.
     base, extra = divmod(n, num_bins)
     starts = jnp.arange(num_bins) * base + jnp.minimum(jnp.arange(num_bins), extra)

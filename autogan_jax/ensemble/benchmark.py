@@ -1,10 +1,10 @@
 """The ensemble benchmark: the ensemble, one member, MIMO and G_ensemble on one test split.
 
-Inference cost is reported three ways, all measured in the same run: the
-multiply-adds of the dense layers at each network's real widths, the FLOPs that
-XLA's cost analysis reports for each compiled predictor (padded members and all
-activation branches included), and the median wall time of a forward pass over
-the test split.
+Inference cost is reported three ways, all measured in the same run. The first
+is the multiply-adds of the dense layers at each network's real widths. The
+second is the FLOPs that XLA's cost analysis reports for each compiled
+predictor, which include padded hidden units and every activation branch. The
+third is the median wall time of a forward pass over the test split.
 """
 
 from __future__ import annotations

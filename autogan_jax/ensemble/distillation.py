@@ -2,7 +2,7 @@
 
 G_ensemble outputs the concentration of a Dirichlet over class probabilities,
 alpha(x) = exp(logits(x)). Its mean, softmax(logits), is the predictive
-distribution; its precision sum(alpha) says how much the members disagree, so
+distribution; its precision sum(alpha) measures how much the members agree, so
 one forward pass gives both the ensemble's average and its spread (Malinin,
 Mlodozeniec and Gales, "Ensemble Distribution Distillation", 2020).
 

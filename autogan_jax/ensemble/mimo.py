@@ -91,7 +91,7 @@ def train_mimo(x_train: jax.Array, y_train: jax.Array, key: jax.Array, *, num_cl
     base = jax.random.randint(jax.random.fold_in(jax.random.fold_in(k_data, i), 0), (batch_size,),
                               0, x_train.shape[0])
     base = jnp.tile(base, repetitions)
-    # Each head sees its own shuffle of the repeated batch, so slots are independent.
+    # Each head gets its own shuffle of the repeated batch, so slots are independent.
     head_keys = jax.random.split(jax.random.fold_in(jax.random.fold_in(k_data, i), 1), num_heads)
     index = jax.vmap(lambda k: jax.random.permutation(k, base))(head_keys).T
     loss, grads = jax.value_and_grad(loss_fn)(params, index)

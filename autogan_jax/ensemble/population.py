@@ -24,7 +24,7 @@ from autogan_jax.tasks import mlp
 
 @dataclasses.dataclass(frozen=True)
 class EnsembleSpec:
-  """How the members of a digits ensemble differ. Lists are cycled over the members."""
+  """Member settings of a digits ensemble; each list is cycled over the members."""
 
   num_members: int = 8
   widths: tuple[int, ...] = (64, 48, 64, 32)

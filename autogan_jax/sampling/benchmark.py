@@ -2,8 +2,8 @@
 
 Each sampler generates the same number of sequences from the same prompts and
 keys, and a judge scores them. Quality is the judge's mean log-likelihood per
-token; diversity is the mean entropy of the sampling distribution per position,
-with distinct 2- and 3-grams reported beside it. The front is the Pareto front
+token. Diversity is the mean entropy of the sampling distribution per position,
+and distinct 2- and 3-grams are reported beside it. The front is the Pareto front
 of all fixed-rule points over (diversity, quality).
 """
 
@@ -104,8 +104,9 @@ def compare_to_front(records: Sequence[Mapping[str, float]], point: Mapping[str,
   front_index = evaluation.pareto_front(points)
   front_points = points[front_index]
   at = evaluation.front_quality_at(front_points, point["entropy"])
-  dominating = int(np.sum((points[:, 0] >= point["entropy"]) & (points[:, 1] >= point["quality"])
-                          & ((points[:, 0] > point["entropy"]) | (points[:, 1] > point["quality"]))))
+  at_least = (points[:, 0] >= point["entropy"]) & (points[:, 1] >= point["quality"])
+  strictly = (points[:, 0] > point["entropy"]) | (points[:, 1] > point["quality"])
+  dominating = int(np.sum(at_least & strictly))
   return {"front": [dict(records[i]) for i in front_index], "front_quality_at_entropy": at,
           "margin": point["quality"] - at, "dominated_by": dominating,
           "on_or_beyond_front": dominating == 0}

@@ -24,7 +24,9 @@ def distinct_ngrams(tokens: np.ndarray, n: int) -> float:
 
 
 def pareto_front(points: np.ndarray) -> np.ndarray:
-  """Return the indices of the points [P, 2] no other point weakly beats on both axes and strictly on one.
+  """Return the indices of the Pareto-optimal points among `points` [P, 2].
+
+  A point is left out when another is at least as good on both axes and better on one.
 
   Both axes are maximised (diversity, quality). The indices are sorted by the first axis.
   """
@@ -41,8 +43,8 @@ def front_quality_at(front_points: np.ndarray, diversity: float) -> float:
   """Return the front's quality at `diversity`, interpolating linearly between front points.
 
   Beyond the most diverse front point the front has no quality (-inf), so any
-  sampler there lies beyond it; below the least diverse point, the least
-  diverse point's quality applies.
+  sampler there lies beyond it. Below the least diverse point, that point's
+  quality applies.
   """
   front_points = np.asarray(front_points, np.float64)
   order = np.argsort(front_points[:, 0])
@@ -81,7 +83,10 @@ class NgramReference:
     return cls(np.log(probs).astype(np.float32))
 
   def score(self, context: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-    """Return the mean log-likelihood per token of each row of `tokens` [N, L] after `context` [N, >=2]."""
+    """Return the mean log-likelihood per token of each row of `tokens` [N, L].
+
+    The last two tokens of each row of `context` [N, >= 2] start the trigram history.
+    """
     full = np.concatenate([np.asarray(context)[:, -2:], np.asarray(tokens)], axis=1)
     values = self.log_probs[full[:, :-2], full[:, 1:-1], full[:, 2:]]
     return values.mean(axis=1)

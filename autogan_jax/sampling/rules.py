@@ -57,7 +57,7 @@ def _keep(logits: jax.Array, keep: jax.Array) -> jax.Array:
 
 
 def _keep_sorted_prefix(logits: jax.Array, order_key: jax.Array, mass: jax.Array) -> jax.Array:
-  """Keep the tokens, taken in ascending `order_key`, up to and including the one reaching `mass`."""
+  """Keep tokens in ascending `order_key` up to and including the one that reaches `mass`."""
   probs = jax.nn.softmax(logits)
   order = jnp.argsort(order_key, axis=-1, stable=True)
   sorted_probs = jnp.take_along_axis(probs, order, axis=-1)
@@ -101,7 +101,8 @@ def apply_rule(name: str, parameter: jax.Array | float, logits: jax.Array) -> ja
 
 
 def apply_rule_by_index(index: jax.Array, parameter: jax.Array, logits: jax.Array) -> jax.Array:
-  """Apply rule number `index` of `RULES`; both arguments may be traced, so one compile serves all."""
+  """Apply rule number `index` of `RULES`; both arguments may be traced, so one compile serves all.
+  """
   branches = [lambda p, x, name=name: apply_rule(name, p, x) for name in RULES]
   return jax.lax.switch(index, branches, jnp.asarray(parameter, jnp.float32), logits)
 

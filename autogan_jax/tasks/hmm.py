@@ -247,8 +247,8 @@ class HMMLMTask:
     windows = context_windows(tokens, self.context, self.bos).reshape(-1, self.context)
     nll, logits = self._nll(params, windows, tokens.reshape(-1))
     true_loss = -jnp.mean(log_likelihood(self.data.hmm, tokens)) / tokens.shape[1]
-    return {"loss": jnp.mean(nll), "accuracy": jnp.mean(jnp.argmax(logits, 1) == tokens.reshape(-1)),
-            "true_loss": true_loss}
+    accuracy = jnp.mean(jnp.argmax(logits, 1) == tokens.reshape(-1))
+    return {"loss": jnp.mean(nll), "accuracy": accuracy, "true_loss": true_loss}
 
 
 def hmm_lm_task(*, context: int = 4, embed_dim: int = 16, width: int = 64, batch_size: int = 32,

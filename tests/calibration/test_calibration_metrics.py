@@ -1,4 +1,4 @@
-"""Calibration metrics on hand-computed cases, including empty bins and all-correct or all-wrong sets."""
+"""Calibration metrics on hand-computed cases: empty bins, all-correct and all-wrong sets."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +15,8 @@ def test_equal_width_ece_hand_case():
   confidences = jnp.array([0.9, 0.9, 0.9, 0.9, 0.2])
   correct = jnp.array([1.0, 1.0, 1.0, 0.0, 1.0])
   ece = metrics.expected_calibration_error(confidences, correct)
-  # Bin 13: accuracy 0.75, confidence 0.9, weight 4/5; bin 2: accuracy 1, confidence 0.2, weight 1/5.
+  # Bin 13 has accuracy 0.75, confidence 0.9 and weight 4/5.
+  # Bin 2 has accuracy 1, confidence 0.2 and weight 1/5.
   np.testing.assert_allclose(float(ece), 0.8 * 0.15 + 0.2 * 0.8, atol=1e-6)
   mce = metrics.maximum_calibration_error(confidences, correct)
   np.testing.assert_allclose(float(mce), 0.8, atol=1e-6)
@@ -37,7 +38,8 @@ def test_equal_mass_ece_hand_case():
   np.testing.assert_allclose(float(mce), 0.65, atol=1e-6)
 
 
-def test_equal_mass_uneven_split_gives_extra_to_first_bins():
+def test_equal_mass_uneven_split():
+  # 7 examples in 3 bins: the first bin takes the extra example.
   index = metrics.bin_assignment(jnp.arange(7) / 10.0, 3, "equal_mass")
   np.testing.assert_array_equal(np.asarray(index), [0, 0, 0, 1, 1, 2, 2])
 

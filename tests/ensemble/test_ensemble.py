@@ -69,7 +69,8 @@ def test_augment_inputs_stay_in_pixel_range():
   x = jax.random.uniform(jax.random.key(0), (20, 64))
   batch = ensemble.augment_inputs(jax.random.key(1), x, 10)
   assert batch.shape == (10, 64)
-  assert float(batch.min()) >= 0.0 and float(batch.max()) <= 1.0
+  assert float(batch.min()) >= 0.0
+  assert float(batch.max()) <= 1.0
 
 
 def test_mimo_probs_average_heads():

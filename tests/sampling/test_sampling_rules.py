@@ -1,4 +1,4 @@
-"""Fixed sampling rules on hand-computed distributions, their validation, and one battery for all."""
+"""Fixed sampling rules on hand-computed distributions, their validation and a shared battery."""
 
 import jax
 import jax.numpy as jnp
