@@ -96,16 +96,15 @@ def fit_vector(logits: jax.Array, labels: jax.Array, l2: float = 1e-3) -> Vector
 
 def replace_top_confidence(probs: jax.Array, confidence: jax.Array) -> jax.Array:
   """Set the top class's probability to `confidence` and rescale the others to fill the rest."""
-  top = jnp.argmax(probs, axis=-1)
-  p_top = jnp.max(probs, axis=-1)
-  rest = 1.0 - p_top
   num_classes = probs.shape[-1]
+  is_top = jax.nn.one_hot(jnp.argmax(probs, axis=-1), num_classes, dtype=bool)
+  # The remainder is summed from the other classes, not taken as 1 - p_top, which
+  # loses precision in float32 when p_top is close to 1.
+  others = jnp.where(is_top, 0.0, probs)
+  rest = jnp.sum(others, axis=-1, keepdims=True)
   # When the top class had all the mass, the remainder is shared equally.
-  share = jnp.where(rest[:, None] > 1e-12, probs / jnp.maximum(rest, 1e-12)[:, None],
-                    1.0 / (num_classes - 1))
-  others = share * (1.0 - confidence)[:, None]
-  is_top = jax.nn.one_hot(top, num_classes, dtype=bool)
-  return jnp.where(is_top, confidence[:, None], others)
+  share = jnp.where(rest > 1e-30, others / jnp.maximum(rest, 1e-30), 1.0 / (num_classes - 1))
+  return jnp.where(is_top, confidence[:, None], share * (1.0 - confidence)[:, None])
 
 
 @dataclasses.dataclass(frozen=True)

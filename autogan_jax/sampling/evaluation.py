@@ -59,9 +59,10 @@ class NgramReference:
   """An interpolated character n-gram model (orders 1 to 3) fitted on a token stream.
 
   p(c | a, b) = l3 * p3(c | a, b) + l2 * p2(c | b) + l1 * p1(c), with add-one
-  unigram counts and fixed weights (l3, l2, l1) = (0.6, 0.3, 0.1). It is an
-  independent judge of text samples: it shares no parameters with the model
-  whose samples it scores.
+  unigram counts and fixed weights (l3, l2, l1) = (0.6, 0.3, 0.1). A context
+  never seen in the stream takes the next lower order's distribution in place
+  of its own, so every row sums to one. The model is an independent judge of
+  text samples because it shares no parameters with the model it scores.
   """
 
   log_probs: np.ndarray  # [V, V, V]: log p(c | a, b) indexed [a, b, c].
@@ -74,10 +75,14 @@ class NgramReference:
     unigram = np.bincount(stream, minlength=v).astype(np.float64) + 1.0
     unigram /= unigram.sum()
     bigram = np.bincount(stream[:-1] * v + stream[1:], minlength=v * v).reshape(v, v)
-    bigram = bigram / np.maximum(bigram.sum(1, keepdims=True), 1.0)
+    bigram_totals = bigram.sum(1, keepdims=True)
+    bigram = np.where(bigram_totals > 0, bigram / np.maximum(bigram_totals, 1.0),
+                      unigram[None, :])
     codes = (stream[:-2] * v + stream[1:-1]) * v + stream[2:]
     trigram = np.bincount(codes, minlength=v**3).reshape(v, v, v).astype(np.float64)
-    trigram = trigram / np.maximum(trigram.sum(2, keepdims=True), 1.0)
+    trigram_totals = trigram.sum(2, keepdims=True)
+    trigram = np.where(trigram_totals > 0, trigram / np.maximum(trigram_totals, 1.0),
+                       bigram[None, :, :])
     l3, l2, l1 = weights
     probs = l3 * trigram + l2 * bigram[None] + l1 * unigram[None, None]
     return cls(np.log(probs).astype(np.float32))
