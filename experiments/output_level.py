@@ -358,7 +358,10 @@ def sampling_markdown(name: str, result: dict, config, judge: str) -> str:
            f"(standard error {learned['quality_stderr']:.4f}), distinct-2 "
            f"{learned['distinct_2']:.4f}, distinct-3 {learned['distinct_3']:.4f}.",
            f"Front quality at that entropy: {comparison['front_quality_at_entropy']:.4f}; "
-           f"margin {comparison['margin']:+.4f} nats per token; fixed-rule points that beat "
+           f"margin {comparison['margin']:+.4f} nats per token, "
+           f"{comparison['margin'] / max(learned['quality_stderr'], 1e-12):+.2f} standard errors "
+           "of G_sampler's quality (within one standard error it is on the front, not "
+           "measurably beyond it); fixed-rule points that beat "
            f"G_sampler on both axes: {comparison['dominated_by']}. "
            f"**On or beyond the front: {comparison['on_or_beyond_front']}.**",
            f"The language itself (real sequences): quality {result['truth']['quality']:.4f}"
