@@ -96,7 +96,7 @@ def validate_config(config) -> None:
 
 def train_task(task, key: jax.Array, steps: int, learning_rate: float, workdir: pathlib.Path,
                name: str):
-  """Train `task` with Adam as one scan, or restore its saved parameters."""
+  """Train `task` with Adam in chunked scans, or restore its saved parameters."""
   k_init, k_data = jax.random.split(key)
   params = task.init(k_init)
   checkpointer = checkpoint.RunCheckpointer(workdir / "checkpoints" / name)
