@@ -1,0 +1,186 @@
+"""G_ensemble: one network that reproduces an ensemble's predictive distribution.
+
+G_ensemble outputs the concentration of a Dirichlet over class probabilities,
+alpha(x) = exp(logits(x)). Its mean, softmax(logits), is the predictive
+distribution; its precision sum(alpha) measures how much the members agree, so
+one forward pass gives both the ensemble's average and its spread (Malinin,
+Mlodozeniec and Gales, "Ensemble Distribution Distillation", 2020).
+
+Training has two stages.
+1. Distillation: the cross-entropy from the ensemble's mean to softmax(logits),
+   plus `dirichlet_weight` times the Dirichlet negative log-likelihood of the
+   individual members' predictions.
+2. Adversarial: D_ensemble sees (input, class probabilities) pairs, where the
+   real probabilities are one random member's and the fake ones a sample from
+   G_ensemble's Dirichlet (reparameterized through the Gamma sampler). It tells
+   G's distribution of member-like predictions from the ensemble's, input by input.
+
+Distillation inputs are training images and mixtures of two of them with noise,
+because on the training images alone the members agree and show no spread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from autogan_jax import gan
+from autogan_jax.core import keys as keys_lib
+from autogan_jax.core import validation
+
+# Member probabilities are mixed with this share of the uniform distribution
+# before the Dirichlet log-likelihood, which is -inf at an exact zero.
+PROB_SMOOTHING = 1e-3
+MAX_LOG_ALPHA = 12.0
+
+
+def dirichlet_log_prob(log_alpha: jax.Array, probs: jax.Array) -> jax.Array:
+  """Return log Dir(probs | exp(log_alpha)) over the last axis."""
+  alpha = jnp.exp(log_alpha)
+  log_norm = jax.scipy.special.gammaln(jnp.sum(alpha, -1)) - jnp.sum(
+      jax.scipy.special.gammaln(alpha), -1)
+  return log_norm + jnp.sum((alpha - 1.0) * jnp.log(probs), -1)
+
+
+def augment_inputs(key: jax.Array, x: jax.Array, batch_size: int, noise: float = 0.1
+                   ) -> jax.Array:
+  """Draw a batch of half plain images and half noisy mixtures of two images, clipped to [0, 1]."""
+  k_a, k_b, k_mix, k_noise, k_keep = jax.random.split(key, 5)
+  a = x[jax.random.randint(k_a, (batch_size,), 0, x.shape[0])]
+  b = x[jax.random.randint(k_b, (batch_size,), 0, x.shape[0])]
+  weight = jax.random.uniform(k_mix, (batch_size, 1))
+  mixed = weight * a + (1.0 - weight) * b + noise * jax.random.normal(k_noise, a.shape)
+  keep = (jnp.arange(batch_size) < batch_size // 2)[:, None]
+  return jnp.clip(jnp.where(keep, a, mixed), 0.0, 1.0)
+
+
+def _smooth(probs: jax.Array) -> jax.Array:
+  return (1.0 - PROB_SMOOTHING) * probs + PROB_SMOOTHING / probs.shape[-1]
+
+
+def distill(apply: Callable, init_params, members_fn: Callable, x_pool: jax.Array,
+            key: jax.Array, *, steps: int = 3000, batch_size: int = 128,
+            dirichlet_weight: float = 0.1, tx: optax.GradientTransformation | None = None):
+  """Fit G_ensemble to the ensemble by distillation (stage 1).
+
+  Args:
+    apply: `apply(params, x) -> logits` of G_ensemble's network.
+    init_params: its initial parameters.
+    members_fn: `members_fn(x) -> member probabilities [M, N, K]`.
+    x_pool: images the distillation batches are drawn and mixed from.
+    key: PRNG key.
+    steps: training steps.
+    batch_size: inputs per step.
+    dirichlet_weight: weight of the members' Dirichlet NLL, divided by the class count.
+    tx: update rule; defaults to `optax.adam(3e-3)`.
+
+  Returns:
+    The parameters and the per-step losses.
+  """
+  validation.check("steps", steps, validation.IntRange(1))
+  validation.check("dirichlet_weight", dirichlet_weight, validation.FloatRange(0.0))
+  tx = tx if tx is not None else optax.adam(3e-3)
+  x_pool = jnp.asarray(x_pool)
+
+  def loss_fn(params, x):
+    member = jax.lax.stop_gradient(members_fn(x))
+    mean = jnp.mean(member, axis=0)
+    logits = jnp.clip(apply(params, x), -MAX_LOG_ALPHA, MAX_LOG_ALPHA)
+    cross_entropy = -jnp.mean(jnp.sum(mean * jax.nn.log_softmax(logits), -1))
+    dirichlet_nll = -jnp.mean(jax.vmap(lambda p: dirichlet_log_prob(logits, _smooth(p)))(member))
+    return cross_entropy + dirichlet_weight * dirichlet_nll / logits.shape[-1]
+
+  def step(carry, i):
+    params, opt_state = carry
+    x = augment_inputs(jax.random.fold_in(key, i), x_pool, batch_size)
+    loss, grads = jax.value_and_grad(loss_fn)(params, x)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), loss
+
+  run = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), jnp.arange(steps)))
+  (params, _), losses = run(init_params)
+  return params, losses
+
+
+def init_discriminator(key: jax.Array, num_inputs: int, num_classes: int, hidden: int = 64):
+  k1, k2, k3 = jax.random.split(key, 3)
+  fan_in = num_inputs + num_classes
+  return {"w1": jax.random.normal(k1, (fan_in, hidden)) / jnp.sqrt(fan_in),
+          "b1": jnp.zeros(hidden),
+          "w2": jax.random.normal(k2, (hidden, hidden)) / jnp.sqrt(hidden),
+          "b2": jnp.zeros(hidden),
+          "w3": jax.random.normal(k3, (hidden,)) / jnp.sqrt(hidden), "b3": jnp.zeros(())}
+
+
+def make_discriminate(num_inputs: int) -> Callable:
+  """Return D_ensemble: samples [B, D + K] (input, then class probabilities) to logits [B]."""
+
+  def discriminate(d_params, samples):
+    x = samples[:, :num_inputs]
+    log_p = jnp.log(_smooth(samples[:, num_inputs:]))
+    h = jnp.concatenate([x, log_p / 5.0], axis=-1)
+    h = jax.nn.leaky_relu(h @ d_params["w1"] + d_params["b1"], 0.2)
+    h = jax.nn.leaky_relu(h @ d_params["w2"] + d_params["b2"], 0.2)
+    return h @ d_params["w3"] + d_params["b3"]
+
+  return discriminate
+
+
+def adversarial_finetune(apply: Callable, g_params, members_fn: Callable, x_pool: jax.Array,
+                         key: jax.Array, *, steps: int = 1000, batch_size: int = 128,
+                         loss: str = "non_saturating",
+                         g_tx: optax.GradientTransformation | None = None,
+                         d_tx: optax.GradientTransformation | None = None):
+  """Train G_ensemble against D_ensemble with the shared GAN step (stage 2).
+
+  Returns:
+    G_ensemble's parameters and the per-step GAN metrics.
+  """
+  validation.check("steps", steps, validation.IntRange(1))
+  g_tx = g_tx if g_tx is not None else optax.adam(1e-5)
+  d_tx = d_tx if d_tx is not None else optax.adam(1e-3)
+  x_pool = jnp.asarray(x_pool)
+  num_inputs = x_pool.shape[1]
+  named = keys_lib.split_named(keys_lib.as_key(key), ("discriminator", "train"))
+
+  def generate(g_params, key, size):
+    k_x, k_sample = jax.random.split(key)
+    x = augment_inputs(k_x, x_pool, size)
+    log_alpha = jnp.clip(apply(g_params, x), -MAX_LOG_ALPHA, MAX_LOG_ALPHA)
+    probs = jax.random.dirichlet(k_sample, jnp.exp(log_alpha))
+    return jnp.concatenate([x, probs], axis=-1), None
+
+  def real_samples(key):
+    k_x, k_member = jax.random.split(key)
+    x = augment_inputs(k_x, x_pool, batch_size)
+    member = members_fn(x)
+    pick = jax.random.randint(k_member, (batch_size,), 0, member.shape[0])
+    probs = member[pick, jnp.arange(batch_size)]
+    return jax.lax.stop_gradient(jnp.concatenate([x, probs], axis=-1))
+
+  num_classes = jax.eval_shape(lambda p: apply(p, x_pool[:1]), g_params).shape[-1]
+  step_fn = gan.make_step(generate, make_discriminate(num_inputs), g_tx, d_tx, loss=loss)
+  state = gan.init_state(g_params, init_discriminator(named["discriminator"], num_inputs,
+                                                      num_classes), g_tx, d_tx)
+
+  def body(state, step):
+    k_real, k_step = jax.random.split(keys_lib.step_key(named["train"], step))
+    return step_fn(state, real_samples(k_real), k_step)
+
+  state, history = jax.jit(lambda s: jax.lax.scan(body, s, jnp.arange(steps)))(state)
+  return state.g_params, jax.tree.map(np.asarray, history)
+
+
+def dirichlet_spread(log_alpha: jax.Array) -> jax.Array:
+  """Return the expected variance of one class probability under the Dirichlet, summed over classes.
+
+  For Dir(alpha) with a0 = sum(alpha), Var(p_k) = m_k (1 - m_k) / (a0 + 1) with m = alpha / a0.
+  """
+  alpha = jnp.exp(jnp.clip(log_alpha, -MAX_LOG_ALPHA, MAX_LOG_ALPHA))
+  a0 = jnp.sum(alpha, -1, keepdims=True)
+  mean = alpha / a0
+  return jnp.sum(mean * (1.0 - mean) / (a0 + 1.0), -1)

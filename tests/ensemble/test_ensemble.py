@@ -1,0 +1,107 @@
+"""Vmapped ensembles, MIMO and G_ensemble's distribution pieces."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from autogan_jax import ensemble
+from autogan_jax.calibration import metrics
+from autogan_jax.core import ConfigError
+from autogan_jax.ensemble import benchmark
+from autogan_jax.ensemble import mimo
+
+
+def small_spec():
+  return ensemble.EnsembleSpec(num_members=3, widths=(8, 4), depth=1,
+                               activations=("relu", "tanh"), lr_scales=(1.0, 0.5))
+
+
+def test_members_differ_in_architecture_order_and_step_size():
+  tasks, scales = ensemble.build_members(small_spec(), seed=0)
+  np.testing.assert_array_equal(np.asarray(tasks.variant.width), [8, 4, 8])
+  np.testing.assert_array_equal(np.asarray(tasks.variant.activation), [0, 1, 0])
+  assert len(set(np.asarray(tasks.variant.seed).tolist())) == 3
+  np.testing.assert_allclose(np.asarray(scales), [1.0, 0.5, 1.0])
+  assert tasks.max_width == 8
+
+
+def test_population_training_lowers_every_loss():
+  tasks, scales = ensemble.build_members(small_spec(), seed=0)
+  params, losses = ensemble.train_population(tasks, scales, jax.random.key(0), steps=40)
+  assert losses.shape == (3, 40)
+  assert np.all(np.asarray(losses[:, -5:].mean(1)) < np.asarray(losses[:, :5].mean(1)))
+  # Member 0 and member 2 share an architecture but not their weights.
+  assert not np.allclose(np.asarray(params["w0"][0]), np.asarray(params["w0"][2]))
+  # Masked hidden units of the width-4 member stay exactly zero.
+  assert float(jnp.max(jnp.abs(params["w0"][1][:, 4:]))) == 0.0
+
+
+def test_member_probs_are_distributions():
+  tasks, scales = ensemble.build_members(small_spec(), seed=0)
+  params, _ = ensemble.train_population(tasks, scales, jax.random.key(0), steps=2)
+  probs = ensemble.member_probs(tasks, params, jnp.asarray(tasks.data.x_test[:7]))
+  assert probs.shape == (3, 7, 10)
+  np.testing.assert_allclose(np.asarray(probs.sum(-1)), 1.0, atol=1e-5)
+
+
+def test_spec_rejects_bad_activation():
+  with pytest.raises(ConfigError, match="activations"):
+    ensemble.EnsembleSpec(activations=("sigmoid",))
+
+
+def test_dirichlet_log_prob_matches_scipy():
+  alpha = np.array([2.0, 0.5, 3.0])
+  probs = np.array([0.2, 0.3, 0.5])
+  value = ensemble.dirichlet_log_prob(jnp.log(jnp.asarray(alpha)), jnp.asarray(probs))
+  np.testing.assert_allclose(float(value), stats.dirichlet.logpdf(probs, alpha), rtol=1e-5)
+
+
+def test_dirichlet_spread_matches_sampled_variance():
+  log_alpha = jnp.log(jnp.array([[4.0, 2.0, 1.0]]))
+  samples = jax.random.dirichlet(jax.random.key(0), jnp.exp(log_alpha[0]), (40_000,))
+  sampled = float(jnp.sum(jnp.var(samples, axis=0)))
+  np.testing.assert_allclose(float(ensemble.dirichlet_spread(log_alpha)[0]), sampled, rtol=0.03)
+
+
+def test_augment_inputs_stay_in_pixel_range():
+  x = jax.random.uniform(jax.random.key(0), (20, 64))
+  batch = ensemble.augment_inputs(jax.random.key(1), x, 10)
+  assert batch.shape == (10, 64)
+  assert float(batch.min()) >= 0.0
+  assert float(batch.max()) <= 1.0
+
+
+def test_mimo_probs_average_heads():
+  params = mimo.init_mimo(jax.random.key(0), num_inputs=4, num_classes=3, width=5, depth=2,
+                          num_heads=2)
+  x = jax.random.uniform(jax.random.key(1), (6, 4))
+  probs = ensemble.mimo_probs(params, x, 2)
+  per_head = jax.nn.softmax(mimo.mimo_logits(params, jnp.stack([x, x], axis=1), 2))
+  np.testing.assert_allclose(np.asarray(probs), np.asarray(per_head.mean(1)), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(probs.sum(-1)), 1.0, atol=1e-5)
+
+
+def test_mimo_training_lowers_loss():
+  rng = np.random.default_rng(0)
+  x = rng.uniform(size=(64, 6)).astype(np.float32)
+  y = (x[:, 0] > 0.5).astype(np.int32)
+  _, losses = ensemble.train_mimo(x, y, jax.random.key(0), num_classes=2, width=8, depth=1,
+                                  num_heads=2, batch_size=16, steps=60)
+  assert float(np.mean(losses[-10:])) < float(np.mean(losses[:10])) - 0.1
+
+
+def test_benchmark_ece_agrees_with_calibration_metrics():
+  probs = jax.nn.softmax(jax.random.normal(jax.random.key(0), (200, 10)) * 3.0)
+  labels = jax.random.randint(jax.random.key(1), (200,), 0, 10)
+  confidences, correct = metrics.top_label(probs, labels)
+  expected = float(metrics.expected_calibration_error(confidences, correct))
+  assert benchmark._metrics(probs, labels)["ece"] == pytest.approx(expected, abs=1e-6)
+  assert benchmark._metrics(probs, labels)["nll"] == pytest.approx(
+      float(metrics.negative_log_likelihood(probs, labels)), rel=1e-5)
+
+
+def test_multiply_adds_hand_case():
+  # 64*32 + 1*32*32 + 32*10
+  assert benchmark.mlp_multiply_adds(64, 32, 2, 10) == 2048 + 1024 + 320
