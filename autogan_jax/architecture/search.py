@@ -20,6 +20,7 @@ specs, so the methods differ only in how they choose the later rounds.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -94,14 +95,18 @@ class SearchResult:
     method: the search method.
     choices: option indices of every trained spec.
     valid_accuracy, test_accuracy: held-out metrics of every trained spec.
+    curves: training loss curve of every spec.
     quarantined: models whose training produced NaN or infinity.
+    records: the trained models themselves, kept when `run_search` is asked to.
   """
 
   method: str
   choices: list[np.ndarray]
   valid_accuracy: list[float]
   test_accuracy: list[float]
+  curves: list[np.ndarray] = dataclasses.field(default_factory=list)
   quarantined: int = 0
+  records: list[zoo_lib.ModelRecord] = dataclasses.field(default_factory=list)
 
   def best_so_far(self) -> np.ndarray:
     """Best validation accuracy after each trained model."""
@@ -122,6 +127,41 @@ def history_features(space: space_lib.SearchSpace, choices: list[np.ndarray],
   return np.where(counts > 0, sums / np.maximum(counts, 1), 0.5).astype(np.float32)
 
 
+# Cached so that searches of every seed and task with one space and config share compiled code.
+@functools.lru_cache(maxsize=8)
+def _adversarial_functions(space: space_lib.SearchSpace, config: SearchConfig,
+                           embedding_size: int):
+  g_config = models_gan.GModelConfig(slot_sizes=space.slot_sizes(),
+                                     context_size=space.num_features + embedding_size)
+  d_config = models_gan.DModelConfig(spec_features=space.num_features)
+  g_tx = optax.adam(config.g_learning_rate, b1=0.5)
+  d_tx = optax.adam(config.d_learning_rate, b1=0.5)
+
+  def train(state, context, archive, real_weight, fake_weight, key):
+    def generate(g_params, k, batch_size):
+      features, _ = models_gan.g_model_sample(g_params, g_config, k, batch_size, context,
+                                              config.temperature)
+      return features, None
+
+    step = gan.make_step(generate, models_gan.d_model_apply, g_tx, d_tx, loss=config.loss)
+
+    def body(state, index):
+      k_real, k_fake, k_step = jax.random.split(jax.random.fold_in(key, index), 3)
+      real = archive[jax.random.choice(k_real, archive.shape[0], (config.gan_batch,),
+                                       p=real_weight)]
+      negatives = archive[jax.random.choice(k_fake, archive.shape[0], (config.gan_batch,),
+                                            p=fake_weight)]
+      return step(state, real, k_step, negatives)
+
+    return jax.lax.scan(body, state, jnp.arange(config.gan_steps))
+
+  candidates = config.round_size * config.candidates_per_model
+  sample = jax.jit(lambda g, k, c: models_gan.g_model_sample(g, g_config, k, candidates, c,
+                                                             config.temperature)[0])
+  return (g_config, d_config, g_tx, d_tx, jax.jit(train), sample,
+          jax.jit(models_gan.d_model_apply))
+
+
 class AdversarialProposer:
   """G_model and D_model for one search, kept across rounds."""
 
@@ -131,47 +171,11 @@ class AdversarialProposer:
     self.config = config
     self.task_embedding = np.asarray(task_embedding, np.float32)
     k_g, k_d, self._key = jax.random.split(key, 3)
-    self.g_config = models_gan.GModelConfig(
-        slot_sizes=space.slot_sizes(),
-        context_size=space.num_features + self.task_embedding.shape[0])
-    self.d_config = models_gan.DModelConfig(spec_features=space.num_features)
-    g_tx = optax.adam(config.g_learning_rate, b1=0.5)
-    d_tx = optax.adam(config.d_learning_rate, b1=0.5)
+    self.g_config, d_config, g_tx, d_tx, self._train, self._sample, self._score = (
+        _adversarial_functions(space, config, self.task_embedding.shape[0]))
     self.state = gan.init_state(models_gan.g_model_init(k_g, self.g_config),
-                                models_gan.d_model_init(k_d, self.d_config), g_tx, d_tx)
-    self._train = jax.jit(self._make_train(g_tx, d_tx))
-    self._sample = jax.jit(
-        lambda g, k, c: models_gan.g_model_sample(g, self.g_config, k, self._num_candidates(),
-                                                  c, config.temperature)[0])
-    self._score = jax.jit(models_gan.d_model_apply)
+                                models_gan.d_model_init(k_d, d_config), g_tx, d_tx)
     self.metrics: list[dict] = []
-
-  def _num_candidates(self) -> int:
-    return self.config.round_size * self.config.candidates_per_model
-
-  def _make_train(self, g_tx, d_tx):
-    config = self.config
-    g_config = self.g_config
-
-    def train(state, context, archive, real_weight, fake_weight, key):
-      def generate(g_params, k, batch_size):
-        features, _ = models_gan.g_model_sample(g_params, g_config, k, batch_size, context,
-                                                config.temperature)
-        return features, None
-
-      step = gan.make_step(generate, models_gan.d_model_apply, g_tx, d_tx, loss=config.loss)
-
-      def body(state, index):
-        k_real, k_fake, k_step = jax.random.split(jax.random.fold_in(key, index), 3)
-        real = archive[jax.random.choice(k_real, archive.shape[0], (config.gan_batch,),
-                                         p=real_weight)]
-        negatives = archive[jax.random.choice(k_fake, archive.shape[0], (config.gan_batch,),
-                                              p=fake_weight)]
-        return step(state, real, k_step, negatives)
-
-      return jax.lax.scan(body, state, jnp.arange(config.gan_steps))
-
-    return train
 
   def propose(self, choices: list[np.ndarray], scores: list[float], count: int,
               rng: np.random.Generator, round_index: int) -> list[np.ndarray]:
@@ -240,7 +244,7 @@ def _evolve(space: space_lib.SearchSpace, choices: list[np.ndarray], scores: lis
 
 
 def run_search(method: str, trainer: zoo_lib.ZooTrainer, task_embedding: np.ndarray,
-               config: SearchConfig, seed: int) -> SearchResult:
+               config: SearchConfig, seed: int, keep_records: bool = False) -> SearchResult:
   """Run one search of `config.budget` trained models and return what it trained."""
   validation.check_choice("method", method, METHODS)
   space = trainer.space
@@ -264,6 +268,9 @@ def run_search(method: str, trainer: zoo_lib.ZooTrainer, task_embedding: np.ndar
       result.choices.append(c)
       result.valid_accuracy.append(r.metrics["valid_accuracy"])
       result.test_accuracy.append(r.metrics["test_accuracy"])
+      result.curves.append(r.curve)
+      if keep_records:
+        result.records.append(r)
       result.quarantined += int(r.metrics["finite"] == 0.0)
     logging.info("%s seed %d: %d/%d models, best valid accuracy %.4f", method, seed,
                  len(result.choices), config.budget, max(result.valid_accuracy))

@@ -103,8 +103,9 @@ def curve_features(curve: np.ndarray, early_steps: int, points: int,
   """Summarise the first `early_steps` training losses as `points` chunk means over log(classes)."""
   early = np.asarray(curve[:early_steps], np.float64)
   early = np.where(np.isfinite(early), early, 10.0 * math.log(num_classes))
-  chunks = np.array_split(early, points)
+  chunks = np.array_split(early, min(points, len(early)))
   means = np.array([c.mean() for c in chunks]) / math.log(num_classes)
+  means = np.pad(means, (0, points - len(means)), mode="edge")
   slope = means[-1] - means[0]
   return np.concatenate([means, [slope]]).astype(np.float32)
 

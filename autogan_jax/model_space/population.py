@@ -11,6 +11,7 @@ batch of `max_batch_size` rows; the other rows have zero weight.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -61,6 +62,9 @@ def make_member_trainer(envelope: encoding.Envelope, steps: int,
   return train
 
 
+# Cached so that every caller with the same envelope, steps and update rule shares one
+# compiled function instead of compiling its own copy.
+@functools.lru_cache(maxsize=64)
 def make_trainer(envelope: encoding.Envelope, steps: int,
                  tx: optax.GradientTransformation | None = None) -> Callable:
   """Build the jitted population trainer `train(params, codes, keys, data)`.
@@ -73,6 +77,7 @@ def make_trainer(envelope: encoding.Envelope, steps: int,
   return jax.jit(jax.vmap(member, in_axes=(0, 0, 0, None)))
 
 
+@functools.lru_cache(maxsize=64)
 def make_evaluator(envelope: encoding.Envelope) -> Callable:
   """Build the jitted `evaluate(params, codes, x, y) -> {"loss", "accuracy"}` per member."""
 
