@@ -71,7 +71,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.ranking.steps = 50
     c.weights.widths = (16,)
     c.weights.archive_size = 4
-    c.weights.archive_steps = 10
+    c.weights.archive_steps = 5
     c.weights.gan_steps = 10
     c.weights.short_steps = 5
     c.weights.samples = 2
@@ -89,7 +89,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.ranking.steps = 5000
     c.weights.widths = (128,)
     c.weights.archive_size = 32
-    c.weights.archive_steps = 1000
+    c.weights.archive_steps = 500
     c.weights.gan_steps = 2000
   elif preset != "default":
     raise ValueError(f"Unknown preset {preset!r}; expected 'smoke', 'default' or 'large'.")

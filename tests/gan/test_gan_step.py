@@ -21,7 +21,7 @@ def _discriminate(d_params, x):
   return (hidden @ d_params["w2"])[:, 0] + d_params["b2"]
 
 
-def _run(loss, seed, steps=1000, **kwargs):
+def _run(loss, seed, steps=800, **kwargs):
   """Train G's mean towards TARGET; return the mean of G's mean over the last 200 steps."""
   k1, k2 = jax.random.split(jax.random.key(seed))
   d_params = {"w1": jax.random.normal(k1, (1, 16)), "b1": jnp.zeros(16),
@@ -41,7 +41,7 @@ def _run(loss, seed, steps=1000, **kwargs):
 
 @pytest.mark.parametrize("loss", gan.LOSSES)
 def test_mean_shift_converges(loss):
-  for seed in range(2):
+  for seed in range(1):
     tail = _run(loss, seed)
     assert abs(tail.mean() - TARGET) < 0.15, (loss, seed, tail.mean())
     assert tail.std() < 0.5, (loss, seed, tail.std())

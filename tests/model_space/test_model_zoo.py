@@ -17,8 +17,9 @@ def test_zoo_save_load_round_trip(tmp_path):
                                 model_dims=(4,), heads=(1, 2))
   data, io = data_lib.digits_data()
   trainer = zoo_lib.ZooTrainer(space, data, io, steps=3, population_size=2)
-  specs = [spec_lib.ModelSpec("mlp", (8, 16)), spec_lib.ModelSpec("gru", (8,), model_dim=4),
-           spec_lib.ModelSpec("mlp", (16,), norm="layer")]
+  specs = [spec_lib.ModelSpec("mlp", (8, 16), model_dim=4),
+           spec_lib.ModelSpec("gru", (8,), model_dim=4),
+           spec_lib.ModelSpec("mlp", (16,), norm="layer", model_dim=4)]
   records = trainer.train(specs, jax.random.key(0))
   assert [r.spec for r in records] == specs
   assert records[0].params["layer1_w"].shape == (8, 16)

@@ -36,9 +36,9 @@ def _padded_apply(envelope):
                           in_axes=(0, None, 0)))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(family=st.sampled_from(spec_lib.FAMILIES), io_index=st.integers(0, 1),
-       seeds=st.lists(st.integers(0, 2**31 - 1), min_size=3, max_size=3))
+       seeds=st.lists(st.integers(0, 2**31 - 1), min_size=2, max_size=2))
 def test_member_outputs_equal_spec_alone(family, io_index, seeds):
   io = (TOKENS, FEATURES)[io_index]
   space = dataclasses_replace(SPACE, families=(family,))
@@ -46,7 +46,7 @@ def test_member_outputs_equal_spec_alone(family, io_index, seeds):
   envelope = SPACE.envelope(family, io)
   keys = jax.random.split(jax.random.key(seeds[0]), len(specs))
   _, params, codes = builder.build_population(specs, io, keys, envelope)
-  x = _inputs(io, jax.random.key(seeds[1]))
+  x = _inputs(io, jax.random.key(seeds[1] + 1))
   padded = _padded_apply(envelope)(params, x, codes)
   for i, spec in enumerate(specs):
     alone = builder.build(spec, io, keys[i])(x)
@@ -66,7 +66,7 @@ def test_every_attention_choice_matches_alone():
     for j, combine in enumerate(spec_lib.ATTENTION_COMBINES):
       position = spec_lib.POSITIONS[(i + j) % len(spec_lib.POSITIONS)]
       specs.append(spec_lib.ModelSpec(
-          family="transformer", widths=(8, 3)[: 1 + (i + j) % 2], model_dim=8,
+          family="transformer", widths=(8, 3)[: 1 + (i + j) % 2], model_dim=8, batch_size=8,
           norm=spec_lib.NORMS[j % 3], connectivity=spec_lib.CONNECTIVITY[i % 3],
           attention=spec_lib.AttentionSpec(
               pattern=pattern, window=2, combine=combine, num_heads=(1, 2)[j % 2],
