@@ -163,17 +163,17 @@ def ranking_figures(config, results: dict) -> dict:
         rows.append(np.concatenate(parts))
       return np.stack(rows)
 
-    train, held = zoo[:-1], zoo[-1]
+    train, heldout = zoo[:-1], zoo[-1]
     figure = {"train_models": sum(len(r.choices) for r in train),
-              "heldout_models": len(held.choices), "heldout_seed": int(config.seeds[-1]),
+              "heldout_models": len(heldout.choices), "heldout_seed": int(config.seeds[-1]),
               "early_steps": early, "split": "validation accuracy of held-out zoo models"}
     accuracy = np.concatenate([r.valid_accuracy for r in train])
     for label, with_curve in (("spec_and_early_curve", True), ("spec_only", False)):
       x = np.concatenate([features(r, with_curve) for r in train])
       params = ranking.train_ranker(x, accuracy, jax.random.key(config.seeds[0]),
                                     ranking.RankingConfig(steps=config.ranking.steps))
-      figure[f"spearman_{label}"] = ranking.spearman(params, features(held, with_curve),
-                                                     np.asarray(held.valid_accuracy))
+      figure[f"spearman_{label}"] = ranking.spearman(params, features(heldout, with_curve),
+                                                     np.asarray(heldout.valid_accuracy))
     figures[task] = figure
   return figures
 

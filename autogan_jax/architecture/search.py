@@ -11,7 +11,7 @@ specs, so the methods differ only in how they choose the later rounds.
   `evolution_population` most recent models.
 - "adversarial": G_model and D_model train with the generic adversarial step,
   where real is the top `top_fraction` of the archive by validation accuracy and
-  the rest of the archive joins G's samples as fakes. G sees the task embedding
+  the rest of the archive joins G's samples as fakes. G receives the task embedding
   and the mean rank of earlier candidates per option. Each round G proposes
   `candidates_per_model` times as many new specs as the round trains; D ranks
   them and the best-scored unseen ones are trained.
@@ -89,7 +89,7 @@ class SearchConfig:
 
 @dataclasses.dataclass
 class SearchResult:
-  """What one search trained, in order.
+  """The models that one search trained, in order.
 
   Attributes:
     method: the search method.

@@ -1,8 +1,8 @@
 """Training a population of different specs in one `jit(vmap(scan(step)))`.
 
 Every member has its own learning rate, weight decay and batch size (from its
-`SpecArrays`). The update rule is an optax transform supplied by the caller
-that returns unscaled directions, for example `optax.scale_by_adam()`; each
+`SpecArrays`). The caller supplies the update rule as an optax transform that
+returns unscaled directions, for example `optax.scale_by_adam()`. Each
 member then steps by `-learning_rate * (direction + weight_decay * params)`
 (decoupled weight decay, Loshchilov and Hutter, "Decoupled Weight Decay
 Regularization", 2019). A member's batch is the first `batch_size` rows of a

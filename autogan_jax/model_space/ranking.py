@@ -3,8 +3,8 @@
 D is trained with the adversarial discriminator loss where, at each step, a
 random share of the training zoo counts as real (the models above a random
 accuracy quantile) and the rest as fake. Its logit therefore grows with the
-chance that a model beats a random threshold, which orders models by final
-accuracy; the ranking is judged by Spearman's correlation on held-out models.
+chance that a model beats a random threshold, so it orders models by final
+accuracy. Spearman's correlation on held-out models judges the ranking.
 """
 
 from __future__ import annotations

@@ -113,7 +113,9 @@ class ModelSpec:
     family: one of `FAMILIES`.
     widths: units of each layer (hidden units of the feed-forward part for a
       Transformer); its length is the depth.
-    activation: one of `ACTIVATIONS`, used by every dense hidden layer.
+    activation: one of `ACTIVATIONS`, used by every dense hidden layer. The
+      LSTM and GRU cells keep their sigmoid and tanh gates, so recurrent
+      families ignore it.
     norm: "none", "layer" (LayerNorm) or "rms" (RMSNorm).
     connectivity: one of `CONNECTIVITY`.
     model_dim: width of the input projection or token embedding (and the

@@ -6,8 +6,8 @@ import ml_collections
 def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   """Return the config of `preset`.
 
-  "smoke" runs in the tests in well under a minute of compute; "default" is
-  sized for about ten minutes on two CPU cores; "large" is for one GPU.
+  "smoke" runs in the tests. "default" is sized for about ten minutes on two
+  idle CPU cores (an estimate), and "large" is for one GPU.
   """
   c = ml_collections.ConfigDict()
   c.tasks = ("digits", "chars")
