@@ -15,6 +15,7 @@ import time
 import jax
 import numpy as np
 from absl import logging
+from scipy import stats
 
 from autogan_jax.architecture import search as search_lib
 from autogan_jax.core import validation
@@ -142,7 +143,12 @@ def run_searches(config, workdir: pathlib.Path, metrics_log=None) -> dict:
 
 
 def ranking_figures(config, results: dict) -> dict:
-  """Train D_model on the random-search zoos of all seeds but the last; rank the last seed's."""
+  """Train D_model on every search of all seeds but the last; rank the last seed's random zoo.
+
+  The held-out models are the random search of the last seed, a uniform sample
+  of the space. No search of the last seed trains D, because all of them share
+  their first round with the held-out models.
+  """
   space = _space(config)
   figures = {}
   for task, by_method in results.items():
@@ -163,17 +169,22 @@ def ranking_figures(config, results: dict) -> dict:
         rows.append(np.concatenate(parts))
       return np.stack(rows)
 
-    train, heldout = zoo[:-1], zoo[-1]
+    train = [r for runs in by_method.values() for r in runs[:-1]]
+    heldout = zoo[-1]
+    heldout_accuracy = np.asarray(heldout.valid_accuracy)
+    last_early_loss = [float(np.nanmean(c[max(0, early - 5):early])) for c in heldout.curves]
     figure = {"train_models": sum(len(r.choices) for r in train),
               "heldout_models": len(heldout.choices), "heldout_seed": int(config.seeds[-1]),
-              "early_steps": early, "split": "validation accuracy of held-out zoo models"}
+              "early_steps": early, "split": "validation accuracy of held-out zoo models",
+              "spearman_minus_early_loss_baseline": float(stats.spearmanr(
+                  -np.nan_to_num(last_early_loss, nan=1e9), heldout_accuracy).statistic)}
     accuracy = np.concatenate([r.valid_accuracy for r in train])
     for label, with_curve in (("spec_and_early_curve", True), ("spec_only", False)):
       x = np.concatenate([features(r, with_curve) for r in train])
       params = ranking.train_ranker(x, accuracy, jax.random.key(config.seeds[0]),
                                     ranking.RankingConfig(steps=config.ranking.steps))
       figure[f"spearman_{label}"] = ranking.spearman(params, features(heldout, with_curve),
-                                                     np.asarray(heldout.valid_accuracy))
+                                                     heldout_accuracy)
     figures[task] = figure
   return figures
 
@@ -281,9 +292,11 @@ def markdown_report(config, search: dict, ranks: dict, weights: dict | None) -> 
       continue
     text.append(f"- {task}: Spearman {f['spearman_spec_and_early_curve']:.3f} from spec and "
                 f"the first {f['early_steps']} training steps (spec alone: "
-                f"{f['spearman_spec_only']:.3f}); trained on {f['train_models']} random-search "
-                f"models, ranked {f['heldout_models']} held-out models of seed "
-                f"{f['heldout_seed']} by validation accuracy.\n")
+                f"{f['spearman_spec_only']:.3f}; minus the mean loss of the last five early "
+                f"steps alone: {f['spearman_minus_early_loss_baseline']:.3f}); trained on "
+                f"{f['train_models']} models of the other seeds' searches, ranked "
+                f"{f['heldout_models']} random-search models of seed {f['heldout_seed']} by "
+                "validation accuracy.\n")
   if weights is not None:
     text.append(f"\n## Generated weights against copies ({weights['spec']}, digits, seeds "
                 f"{weights['seeds']}, validation accuracy, mean over seeds of the mean over "
