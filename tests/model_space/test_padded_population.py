@@ -37,10 +37,11 @@ def _padded_apply(envelope):
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(family=st.sampled_from(spec_lib.FAMILIES), io_index=st.integers(0, 1),
+@given(family=st.sampled_from(spec_lib.FAMILIES),
        seeds=st.lists(st.integers(0, 2**31 - 1), min_size=2, max_size=2))
-def test_member_outputs_equal_spec_alone(family, io_index, seeds):
-  io = (TOKENS, FEATURES)[io_index]
+def test_member_outputs_equal_spec_alone(family, seeds):
+  # One interface per family keeps the compiles few; both interfaces are covered.
+  io = TOKENS if family in ("transformer", "lstm") else FEATURES
   space = dataclasses_replace(SPACE, families=(family,))
   specs = [space.to_spec(space.sample(np.random.default_rng(s))) for s in seeds]
   envelope = SPACE.envelope(family, io)
@@ -87,10 +88,10 @@ def test_every_attention_choice_matches_alone():
 
 def test_training_in_population_equals_alone():
   io = FEATURES
-  specs = [spec_lib.ModelSpec("mlp", (8, 3), "tanh", "layer", "residual", batch_size=4,
+  specs = [spec_lib.ModelSpec("mlp", (8, 3), "tanh", "layer", "residual", 8, batch_size=4,
                               learning_rate=3e-2, weight_decay=1e-3),
-           spec_lib.ModelSpec("mlp", (12,), "relu", batch_size=8, learning_rate=1e-2),
-           spec_lib.ModelSpec("mlp", (3, 3, 8), "gelu", "rms", "dense", batch_size=8)]
+           spec_lib.ModelSpec("mlp", (12,), "relu", model_dim=8, batch_size=8, learning_rate=1e-2),
+           spec_lib.ModelSpec("mlp", (3, 3, 8), "gelu", "rms", "dense", 8, batch_size=8)]
   data = _toy_data(io)
   envelope = SPACE.envelope("mlp", io)
   keys = jax.random.split(jax.random.key(3), len(specs))
@@ -115,8 +116,9 @@ def test_training_in_population_equals_alone():
     alone_trained, alone_losses, _ = alone_trainer(alone_params, alone_codes,
                                                    train_keys[i:i + 1], data)
     np.testing.assert_allclose(losses[i], alone_losses[0], rtol=1e-4, atol=1e-5)
+    alone_own = zoo.extract_params(tree_lib.index(alone_trained, 0), spec, io)
     for name, value in own.items():
-      np.testing.assert_allclose(value, alone_trained[name][0], rtol=1e-4, atol=1e-5,
+      np.testing.assert_allclose(value, alone_own[name], rtol=1e-4, atol=1e-5,
                                  err_msg=f"{spec.describe()} {name}")
     # Padded entries receive no updates.
     padded = tree_lib.index(trained, i)
