@@ -41,8 +41,8 @@ def generator_loss(kind: str, fake_logits: jax.Array) -> jax.Array:
 
 
 def gradient_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array,
-                     fake: jax.Array, key: jax.Array) -> jax.Array:
-  """Return mean((||d critic / d x|| - 1)^2) at random interpolates of real and fake.
+                     fake: jax.Array, key: jax.Array, center: float = 1.0) -> jax.Array:
+  """Return mean((||d critic / d x|| - center)^2) at random interpolates of real and fake.
 
   `real` and `fake` are arrays with a leading batch axis; `critic` maps such a
   batch to one score per sample.
@@ -52,4 +52,4 @@ def gradient_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array,
   mixed = alpha * real + (1.0 - alpha) * fake
   grads = jax.grad(lambda x: jnp.sum(critic(x)))(mixed)
   norms = jnp.sqrt(jnp.sum(grads.reshape(grads.shape[0], -1) ** 2, axis=1) + 1e-12)
-  return jnp.mean((norms - 1.0) ** 2)
+  return jnp.mean((norms - center) ** 2)

@@ -54,23 +54,41 @@ def top_of_archive(items: PyTree, scores: jax.Array, k: int) -> PyTree:
 
 def make_step(generate: Callable, discriminate: Callable, g_tx: optax.GradientTransformation,
               d_tx: optax.GradientTransformation, loss: str = "non_saturating",
-              gp_weight: float = 10.0, d_steps: int = 1) -> Callable:
-  """Build `step(state, real, key) -> (state, metrics)`, one D update (or `d_steps`) then one G update.
+              gp_weight: float = 10.0, d_steps: int = 1, gp_center: float = 0.0,
+              drift_weight: float = 0.0) -> Callable:
+  """Build `step(state, real, key, negatives=None) -> (state, metrics)`.
 
-  The returned function is pure and jittable; `loss` is one of `losses.LOSSES`.
+  Each step makes `d_steps` D updates, then one G update. The returned function
+  is pure and jittable; `loss` is one of `losses.LOSSES`. `negatives`, when
+  given, are extra fake samples for D (for example the low-performing end of
+  an archive); they must have the structure of G's samples.
+
   The gradient penalty applies to the "wasserstein" loss only and needs the
-  samples to be one array.
+  samples to be one array. It pulls the critic's gradient norm at interpolates
+  towards `gp_center`. The default of zero (Thanh-Tung, Tran and Venkatesh,
+  "Improving Generalization and Stability of Generative Adversarial Networks",
+  2019) converges where the one-centred penalty of Gulrajani et al. keeps the
+  critic's slope at one around the equilibrium, so that G keeps being pushed
+  and oscillates (Mescheder, Geiger and Nowozin, "Which Training Methods for
+  GANs do actually Converge?", 2018). `drift_weight` adds `mean(D(real)^2)`,
+  which keeps critic scores near zero (Karras et al., "Progressive Growing of
+  GANs", 2018).
   """
   validation.check_choice("loss", loss, losses.LOSSES)
   validation.check("d_steps", d_steps, validation.IntRange(1))
+  validation.check("gp_weight", gp_weight, validation.FloatRange(0.0))
+  validation.check("gp_center", gp_center, validation.FloatRange(0.0))
+  validation.check("drift_weight", drift_weight, validation.FloatRange(0.0))
 
   def d_loss_fn(d_params, real, fake, key):
     real_logits = discriminate(d_params, real)
     fake_logits = discriminate(d_params, fake)
     value = losses.discriminator_loss(loss, real_logits, fake_logits)
     if loss == "wasserstein":
-      penalty = losses.gradient_penalty(lambda x: discriminate(d_params, x), real, fake, key)
-      value = value + gp_weight * penalty
+      # Interpolates pair each real sample with one generated sample; negatives come after them.
+      penalty = losses.gradient_penalty(lambda x: discriminate(d_params, x), real,
+                                        fake[:real.shape[0]], key, gp_center)
+      value = value + gp_weight * penalty + drift_weight * jnp.mean(real_logits**2)
     return value, (real_logits, fake_logits)
 
   def g_loss_fn(g_params, d_params, key, batch_size, baseline):
@@ -81,7 +99,7 @@ def make_step(generate: Callable, discriminate: Callable, g_tx: optax.GradientTr
     rewards = -per_sample
     return discrete.score_function_surrogate(log_probs, rewards, baseline), per_sample
 
-  def step(state: GANState, real: PyTree, key: jax.Array):
+  def step(state: GANState, real: PyTree, key: jax.Array, negatives: PyTree | None = None):
     batch_size = jax.tree.leaves(real)[0].shape[0]
     d_params, d_opt_state = state.d_params, state.d_opt_state
     d_keys = jax.random.split(jax.random.fold_in(key, 0), d_steps)
@@ -89,6 +107,8 @@ def make_step(generate: Callable, discriminate: Callable, g_tx: optax.GradientTr
       k_gen, k_gp = jax.random.split(d_keys[i])
       fake, _ = generate(state.g_params, k_gen, batch_size)
       fake = jax.lax.stop_gradient(fake)
+      if negatives is not None:
+        fake = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), fake, negatives)
       (d_loss, (real_logits, fake_logits)), d_grads = jax.value_and_grad(
           d_loss_fn, has_aux=True)(d_params, real, fake, k_gp)
       d_updates, d_opt_state = d_tx.update(d_grads, d_opt_state, d_params)

@@ -1,0 +1,325 @@
+"""The architecture-search experiment: searches, D_model ranking and weight novelty.
+
+`run(config, workdir)` is the whole experiment; `experiments/architecture_search.py`
+only parses flags. Each finished search is written to `searches/*.json` in the
+workdir, so a rerun with the same workdir skips finished searches and ends
+with the same figures.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+import jax
+import numpy as np
+from absl import logging
+from scipy import stats
+
+from autogan_jax.architecture import search as search_lib
+from autogan_jax.core import validation
+from autogan_jax.model_space import data as data_lib
+from autogan_jax.model_space import models_gan
+from autogan_jax.model_space import ranking
+from autogan_jax.model_space import space as space_lib
+from autogan_jax.model_space import spec as spec_lib
+from autogan_jax.model_space import weight_generation
+from autogan_jax.model_space import zoo as zoo_lib
+
+TASKS = ("digits", "chars")
+TASK_EMBEDDINGS = {"digits": np.array([1.0, 0.0], np.float32),
+                   "chars": np.array([0.0, 1.0], np.float32)}
+
+SCHEMA = {
+    "tasks": validation.SequenceOf(validation.OneOf(TASKS)),
+    "seeds": validation.SequenceOf(validation.IntRange(0)),
+    "methods": validation.SequenceOf(validation.OneOf(search_lib.METHODS)),
+    "train_steps": validation.IntRange(1),
+    "population_size": validation.IntRange(1),
+    "char_context": validation.IntRange(1, 256),
+    "char_eval_windows": validation.IntRange(1),
+    "space.families": validation.SequenceOf(validation.OneOf(spec_lib.FAMILIES)),
+    "space.depths": validation.SequenceOf(validation.IntRange(1, 16)),
+    "space.widths": validation.SequenceOf(validation.IntRange(1, 4096)),
+    "space.model_dims": validation.SequenceOf(validation.IntRange(2, 4096)),
+    "space.heads": validation.SequenceOf(validation.IntRange(1, 64)),
+    "search.budget": validation.IntRange(2),
+    "search.round_size": validation.IntRange(1),
+    "search.gan_steps": validation.IntRange(1),
+    "search.candidates_per_model": validation.IntRange(1),
+    "search.loss": validation.OneOf(("non_saturating", "hinge", "wasserstein")),
+    "ranking.steps": validation.IntRange(1),
+    "ranking.early_fraction": validation.FloatRange(0.0, 1.0, low_inclusive=False),
+    "ranking.curve_points": validation.IntRange(1),
+    "weights.enabled": validation.OneOf((True, False)),
+    "weights.archive_size": validation.IntRange(2),
+    "weights.archive_steps": validation.IntRange(1),
+    "weights.gan_steps": validation.IntRange(1),
+    "weights.short_steps": validation.IntRange(1),
+    "weights.samples": validation.IntRange(1),
+}
+
+
+def validate_config(config) -> None:
+  """Raise ConfigError naming every invalid field before any compute."""
+  validation.validate(config, SCHEMA)
+  if len(set(config.seeds)) != len(config.seeds):
+    raise validation.ConfigError(f"Invalid config value seeds={list(config.seeds)}: "
+                                 "seeds must be distinct.")
+  _space(config)
+  _search_config(config)
+
+
+def _space(config) -> space_lib.SearchSpace:
+  return space_lib.SearchSpace(
+      families=tuple(config.space.families), depths=tuple(config.space.depths),
+      widths=tuple(config.space.widths), model_dims=tuple(config.space.model_dims),
+      heads=tuple(config.space.heads))
+
+
+def _search_config(config) -> search_lib.SearchConfig:
+  s = config.search
+  return search_lib.SearchConfig(
+      budget=s.budget, round_size=s.round_size, evolution_population=s.evolution_population,
+      tournament_size=s.tournament_size, gan_steps=s.gan_steps, gan_batch=s.gan_batch,
+      candidates_per_model=s.candidates_per_model, top_fraction=s.top_fraction, loss=s.loss,
+      g_learning_rate=s.g_learning_rate, d_learning_rate=s.d_learning_rate)
+
+
+def _result_to_json(result: search_lib.SearchResult) -> dict:
+  return {"method": result.method, "choices": [c.tolist() for c in result.choices],
+          "valid_accuracy": result.valid_accuracy, "test_accuracy": result.test_accuracy,
+          "curves": [c.tolist() for c in result.curves], "quarantined": result.quarantined}
+
+
+def _result_from_json(data: dict) -> search_lib.SearchResult:
+  return search_lib.SearchResult(
+      method=data["method"], choices=[np.asarray(c) for c in data["choices"]],
+      valid_accuracy=data["valid_accuracy"], test_accuracy=data["test_accuracy"],
+      curves=[np.asarray(c, np.float32) for c in data["curves"]],
+      quarantined=data["quarantined"])
+
+
+def _load_task(name: str, config):
+  if name == "digits":
+    return data_lib.digits_data()
+  return data_lib.char_data(config.char_context, config.char_eval_windows)
+
+
+def run_searches(config, workdir: pathlib.Path, metrics_log=None) -> dict:
+  """Run (or load finished) searches of every task, seed and method."""
+  space = _space(config)
+  search_config = _search_config(config)
+  folder = workdir / "searches"
+  folder.mkdir(parents=True, exist_ok=True)
+  results: dict[str, dict[str, list[search_lib.SearchResult]]] = {}
+  for task in config.tasks:
+    data, io = _load_task(task, config)
+    trainer = zoo_lib.ZooTrainer(space, data, io, config.train_steps, config.population_size)
+    results[task] = {m: [] for m in config.methods}
+    for seed in config.seeds:
+      for method in config.methods:
+        path = folder / f"{task}_{method}_seed{seed}.json"
+        if path.exists():
+          results[task][method].append(_result_from_json(json.loads(path.read_text())))
+          logging.info("Loaded finished search %s.", path.name)
+          continue
+        start = time.perf_counter()
+        keep = method == "random" and seed == config.seeds[0]
+        result = search_lib.run_search(method, trainer, TASK_EMBEDDINGS[task], search_config,
+                                       seed, keep_records=keep)
+        if keep:
+          zoo_lib.save_zoo(workdir / "zoo" / task, result.records, io, task)
+        path.write_text(json.dumps(_result_to_json(result)))
+        results[task][method].append(result)
+        if metrics_log is not None:
+          metrics_log.append({"phase": "search", "step": len(result.choices), "task": task,
+                              "method": method, "seed": seed,
+                              "best_valid_accuracy": float(max(result.valid_accuracy)),
+                              "best_test_accuracy": result.best_test(),
+                              "seconds": time.perf_counter() - start})
+  return results
+
+
+def ranking_figures(config, results: dict) -> dict:
+  """Train D_model on every search of all seeds but the last; rank the last seed's random zoo.
+
+  The held-out models are the random search of the last seed, a uniform sample
+  of the space. No search of the last seed trains D, because all of them share
+  their first round with the held-out models.
+  """
+  space = _space(config)
+  figures = {}
+  for task, by_method in results.items():
+    zoo = by_method.get("random")
+    if not zoo or len(zoo) < 2:
+      figures[task] = {"note": "needs the random method and at least two seeds"}
+      continue
+    classes = 10 if task == "digits" else 128
+    early = max(1, int(config.ranking.early_fraction * config.train_steps))
+
+    def features(result, with_curve=True):
+      rows = []
+      for c, curve in zip(result.choices, result.curves):
+        parts = [space.features(c)]
+        if with_curve:
+          parts.append(models_gan.curve_features(curve, early, config.ranking.curve_points,
+                                                 classes))
+        rows.append(np.concatenate(parts))
+      return np.stack(rows)
+
+    train = [r for runs in by_method.values() for r in runs[:-1]]
+    heldout = zoo[-1]
+    heldout_accuracy = np.asarray(heldout.valid_accuracy)
+    last_early_loss = [float(np.nanmean(c[max(0, early - 5):early])) for c in heldout.curves]
+    figure = {"train_models": sum(len(r.choices) for r in train),
+              "heldout_models": len(heldout.choices), "heldout_seed": int(config.seeds[-1]),
+              "early_steps": early, "split": "validation accuracy of held-out zoo models",
+              "spearman_minus_early_loss_baseline": float(stats.spearmanr(
+                  -np.nan_to_num(last_early_loss, nan=1e9), heldout_accuracy).statistic)}
+    accuracy = np.concatenate([r.valid_accuracy for r in train])
+    for label, with_curve in (("spec_and_early_curve", True), ("spec_only", False)):
+      x = np.concatenate([features(r, with_curve) for r in train])
+      params = ranking.train_ranker(x, accuracy, jax.random.key(config.seeds[0]),
+                                    ranking.RankingConfig(steps=config.ranking.steps))
+      figure[f"spearman_{label}"] = ranking.spearman(params, features(heldout, with_curve),
+                                                     heldout_accuracy)
+    figures[task] = figure
+  return figures
+
+
+def weight_figures(config) -> dict:
+  """Run the weight-novelty comparison on digits for every seed."""
+  data, io = data_lib.digits_data()
+  w = config.weights
+  wg_config = weight_generation.WeightGenerationConfig(
+      archive_size=w.archive_size, archive_steps=w.archive_steps, gan_steps=w.gan_steps,
+      samples=w.samples, short_steps=w.short_steps)
+  spec = spec_lib.ModelSpec(family="mlp", widths=tuple(w.widths), activation="relu",
+                            learning_rate=w.learning_rate, batch_size=32)
+  runs = [weight_generation.run_weight_generation(spec, data, io, seed, wg_config)
+          for seed in config.seeds]
+  methods = runs[0]["methods"].keys()
+  summary = {}
+  for name in methods:
+    summary[name] = {key: float(np.mean([r["methods"][name][key] for r in runs]))
+                     for key in runs[0]["methods"][name]}
+  return {"spec": spec.describe(), "seeds": list(config.seeds), "per_seed": runs,
+          "mean": summary}
+
+
+def search_figures(results: dict) -> dict:
+  """Mean and standard deviation over seeds of the best-found metrics per method."""
+  figures = {}
+  for task, by_method in results.items():
+    figures[task] = {}
+    for method, runs in by_method.items():
+      best_valid = np.stack([r.best_so_far() for r in runs])
+      tests = np.array([r.best_test() for r in runs])
+      figures[task][method] = {
+          "seeds": len(runs),
+          "best_valid_accuracy_mean": float(best_valid[:, -1].mean()),
+          "best_valid_accuracy_std": float(best_valid[:, -1].std()),
+          "test_accuracy_of_best_mean": float(tests.mean()),
+          "test_accuracy_of_best_std": float(tests.std()),
+          "best_valid_by_budget_mean": best_valid.mean(0).tolist(),
+          "quarantined": int(sum(r.quarantined for r in runs))}
+    methods = figures[task]
+    if {"adversarial", "random", "evolution"} <= set(methods):
+      adv = methods["adversarial"]["test_accuracy_of_best_mean"]
+      figures[task]["goal"] = {
+          "beats_random": adv > methods["random"]["test_accuracy_of_best_mean"],
+          "matches_evolution": adv >= methods["evolution"]["test_accuracy_of_best_mean"]}
+  return figures
+
+
+def plot_search(figures: dict, path: pathlib.Path) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt
+
+  fig, axes = plt.subplots(1, len(figures), figsize=(5 * len(figures), 4), squeeze=False)
+  for ax, (task, methods) in zip(axes[0], figures.items()):
+    for method, f in methods.items():
+      if method == "goal":
+        continue
+      curve = f["best_valid_by_budget_mean"]
+      ax.plot(np.arange(1, len(curve) + 1), curve, label=f"{method} ({f['seeds']} seeds)")
+    ax.set_xlabel("trained models")
+    ax.set_ylabel("best validation accuracy (mean over seeds)")
+    ax.set_title(task)
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+  def cell(value):
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+  lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+  lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+  return "\n".join(lines) + "\n"
+
+
+def markdown_report(config, search: dict, ranks: dict, weights: dict | None) -> str:
+  """Render the report's figures as markdown."""
+  seeds = list(config.seeds)
+  text = ["# Architecture search\n",
+          f"Budget {config.search.budget} trained models per search, {config.train_steps} "
+          f"training steps each, families {list(config.space.families)}, seeds {seeds}. "
+          "Search selects by validation accuracy; the test accuracy is that of the model "
+          "with the best validation accuracy. Means and standard deviations are over seeds.\n"]
+  for task, methods in search.items():
+    rows = [[m, f["seeds"], f["best_valid_accuracy_mean"], f["best_valid_accuracy_std"],
+             f["test_accuracy_of_best_mean"], f["test_accuracy_of_best_std"], f["quarantined"]]
+            for m, f in methods.items() if m != "goal"]
+    text.append(f"## {task}\n")
+    text.append(_table(["method", "seeds", "best valid acc", "std", "test acc of best", "std",
+                        "quarantined"], rows))
+    if "goal" in methods:
+      g = methods["goal"]
+      text.append(f"\nAdversarial search beats random search: {g['beats_random']}; "
+                  f"matches or beats regularized evolution: {g['matches_evolution']} "
+                  "(test accuracy of the best model, mean over seeds).\n")
+  text.append("\n## D_model ranking of held-out zoo models\n")
+  for task, f in ranks.items():
+    if "note" in f:
+      text.append(f"- {task}: {f['note']}\n")
+      continue
+    text.append(f"- {task}: Spearman {f['spearman_spec_and_early_curve']:.3f} from spec and "
+                f"the first {f['early_steps']} training steps (spec alone: "
+                f"{f['spearman_spec_only']:.3f}; minus the mean loss of the last five early "
+                f"steps alone: {f['spearman_minus_early_loss_baseline']:.3f}); trained on "
+                f"{f['train_models']} models of the other seeds' searches, ranked "
+                f"{f['heldout_models']} random-search models of seed {f['heldout_seed']} by "
+                "validation accuracy.\n")
+  if weights is not None:
+    text.append(f"\n## Generated weights against copies ({weights['spec']}, digits, seeds "
+                f"{weights['seeds']}, validation accuracy, mean over seeds of the mean over "
+                f"{config.weights.samples} draws)\n")
+    rows = [[name, f["relative_distance_to_nearest_archive_model"],
+             f["valid_accuracy_before"], f["valid_accuracy_after_short_training"]]
+            for name, f in weights["mean"].items()]
+    text.append(_table(["initial weights", "distance to nearest archive model (relative)",
+                        "valid acc at start", f"valid acc after {config.weights.short_steps} "
+                        "steps"], rows))
+  return "\n".join(text)
+
+
+def run(config, workdir: pathlib.Path, metrics_log=None) -> tuple[dict, str]:
+  """Run the whole experiment into `workdir`; return the report dict and its markdown."""
+  validate_config(config)
+  start = time.perf_counter()
+  results = run_searches(config, workdir, metrics_log)
+  search = search_figures(results)
+  plot_search(search, workdir / "best_found_vs_budget.png")
+  ranks = ranking_figures(config, results)
+  weights = weight_figures(config) if config.weights.enabled else None
+  report = {"search": search, "ranking": ranks, "weights": weights,
+            "seconds": time.perf_counter() - start, "seeds": list(config.seeds),
+            "tasks": list(config.tasks)}
+  return report, markdown_report(config, search, ranks, weights)

@@ -1,0 +1,38 @@
+"""Architecture search: G_model/D_model against random search and regularized evolution.
+
+  python -m experiments.architecture_search --workdir=/tmp/arch \\
+      --config=experiments/configs/architecture_search.py:default
+
+Writes metrics.jsonl, report.json, report.md, best_found_vs_budget.png, one
+JSON per finished search (a rerun resumes from them) and the random-search zoo
+of the first seed (orbax arrays plus one JSON spec per model).
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from autogan_jax.architecture import experiment
+from experiments import common
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "experiments/configs/architecture_search.py:default",
+    "Experiment config file and preset.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and reports.")
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  experiment.validate_config(config)
+  workdir = common.prepare_workdir(_WORKDIR.value)
+  metrics = common.MetricsLog(workdir)
+  report, markdown = experiment.run(config, workdir, metrics)
+  common.write_report(workdir, report, markdown)
+  logging.info("Wrote %s", workdir / "report.md")
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("workdir")
+  app.run(main)

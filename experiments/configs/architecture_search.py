@@ -1,0 +1,96 @@
+"""Configs of the architecture-search experiment: presets "smoke", "default" and "large"."""
+
+import ml_collections
+
+
+def get_config(preset: str = "default") -> ml_collections.ConfigDict:
+  """Return the config of `preset`.
+
+  "smoke" runs in the tests. "default" is sized for about ten minutes on two
+  idle CPU cores (an estimate), and "large" is for one GPU.
+  """
+  c = ml_collections.ConfigDict()
+  c.tasks = ("digits", "chars")
+  c.seeds = (0, 1, 2)
+  c.methods = ("adversarial", "random", "evolution")
+  c.train_steps = 100
+  c.population_size = 4
+  c.char_context = 16
+  c.char_eval_windows = 2048
+
+  c.space = ml_collections.ConfigDict()
+  c.space.families = ("mlp", "transformer", "lstm", "gru")
+  c.space.depths = (1, 2, 3)
+  c.space.widths = (16, 32, 64, 128)
+  c.space.model_dims = (16, 32)
+  c.space.heads = (1, 2, 4)
+
+  c.search = ml_collections.ConfigDict()
+  c.search.budget = 24
+  c.search.round_size = 8
+  c.search.evolution_population = 12
+  c.search.tournament_size = 4
+  c.search.gan_steps = 200
+  c.search.gan_batch = 16
+  c.search.candidates_per_model = 8
+  c.search.top_fraction = 0.25
+  c.search.loss = "non_saturating"
+  c.search.g_learning_rate = 3e-3
+  c.search.d_learning_rate = 3e-3
+
+  c.ranking = ml_collections.ConfigDict()
+  c.ranking.steps = 2000
+  c.ranking.early_fraction = 0.25
+  c.ranking.curve_points = 4
+
+  c.weights = ml_collections.ConfigDict()
+  c.weights.enabled = True
+  c.weights.widths = (32,)
+  c.weights.learning_rate = 1e-2
+  c.weights.archive_size = 12
+  c.weights.archive_steps = 150
+  c.weights.gan_steps = 300
+  c.weights.short_steps = 20
+  c.weights.samples = 8
+
+  if preset == "smoke":
+    c.tasks = ("digits", "chars")
+    c.seeds = (0, 1)
+    c.train_steps = 10
+    c.population_size = 4
+    c.char_eval_windows = 256
+    c.space.families = ("mlp",)
+    c.space.depths = (1, 2)
+    c.space.widths = (16, 32)
+    c.space.model_dims = (8,)
+    c.space.heads = (1, 2)
+    c.search.budget = 8
+    c.search.round_size = 4
+    c.search.gan_steps = 10
+    c.search.candidates_per_model = 2
+    c.ranking.steps = 50
+    c.weights.widths = (16,)
+    c.weights.archive_size = 4
+    c.weights.archive_steps = 5
+    c.weights.gan_steps = 10
+    c.weights.short_steps = 5
+    c.weights.samples = 2
+  elif preset == "large":
+    c.seeds = (0, 1, 2, 3, 4)
+    c.train_steps = 1000
+    c.population_size = 32
+    c.space.depths = (1, 2, 3, 4)
+    c.space.widths = (32, 64, 128, 256)
+    c.space.model_dims = (32, 64)
+    c.search.budget = 128
+    c.search.round_size = 32
+    c.search.evolution_population = 48
+    c.search.gan_steps = 500
+    c.ranking.steps = 5000
+    c.weights.widths = (128,)
+    c.weights.archive_size = 32
+    c.weights.archive_steps = 500
+    c.weights.gan_steps = 2000
+  elif preset != "default":
+    raise ValueError(f"Unknown preset {preset!r}; expected 'smoke', 'default' or 'large'.")
+  return c

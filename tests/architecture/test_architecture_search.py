@@ -1,0 +1,109 @@
+"""Search space, the three searches and the smoke experiment on real data."""
+
+import json
+
+import numpy as np
+import pytest
+
+from autogan_jax.architecture import experiment
+from autogan_jax.architecture import search
+from autogan_jax.core import ConfigError
+from autogan_jax.model_space import space as space_lib
+from autogan_jax.model_space import zoo as zoo_lib
+from experiments.configs import architecture_search as config_lib
+
+
+def test_space_round_trips_every_family():
+  space = space_lib.SearchSpace()
+  rng = np.random.default_rng(0)
+  families = set()
+  for _ in range(200):
+    choice = space.sample(rng)
+    spec = space.to_spec(choice)
+    families.add(spec.family)
+    np.testing.assert_array_equal(space.to_choice(spec), choice)
+    features = space.features(choice)
+    assert features.shape == (space.num_features,)
+    assert features.sum() == len(space.slot_sizes())
+  assert families == set(space.families)
+
+
+def test_mutation_changes_one_used_slot():
+  space = space_lib.SearchSpace()
+  rng = np.random.default_rng(1)
+  for _ in range(100):
+    parent = space.sample(rng)
+    child = space.mutate(parent, rng)
+    assert space.to_spec(child) != space.to_spec(parent)
+    changed = np.flatnonzero(child != parent)
+    names = [name for name, _ in space.slots()]
+    # A depth change may zero the widths past the new depth; a family change resets attention.
+    if not {names[i] for i in changed} & {"depth", "family"}:
+      assert len(changed) == 1
+
+
+def test_space_rejects_odd_head_dims():
+  with pytest.raises(ConfigError, match="model_dims"):
+    space_lib.SearchSpace(model_dims=(6,), heads=(2,))
+
+
+def test_history_features_rank_options():
+  space = space_lib.SearchSpace(families=("mlp", "gru"))
+  rng = np.random.default_rng(0)
+  low, high = space.sample(rng), space.sample(rng)
+  low[0], high[0] = 0, 1
+  history = search.history_features(space, [low, high], [0.1, 0.9])
+  assert history[0] == 0.0
+  assert history[1] == 1.0
+
+
+def _smoke_config():
+  config = config_lib.get_config("smoke")
+  return config
+
+
+def test_invalid_config_rejected_before_compute(tmp_path):
+  config = _smoke_config()
+  config.search.budget = 1
+  config.tasks = ("digits", "images")
+  with pytest.raises(ConfigError) as error:
+    experiment.run(config, tmp_path)
+  assert "search.budget=1" in str(error.value)
+  assert "tasks" in str(error.value)
+  assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_smoke_experiment_writes_report_and_resumes(tmp_path):
+  config = _smoke_config()
+  report, markdown = experiment.run(config, tmp_path)
+  for task in config.tasks:
+    for method in config.methods:
+      figure = report["search"][task][method]
+      assert figure["seeds"] == len(config.seeds)
+      assert len(figure["best_valid_by_budget_mean"]) == config.search.budget
+    assert np.isfinite(report["ranking"][task]["spearman_spec_and_early_curve"])
+  methods = report["weights"]["mean"]
+  assert set(methods) == {"generated", "archive_plus_noise", "archive_average", "fresh_init"}
+  assert (tmp_path / "best_found_vs_budget.png").stat().st_size > 0
+  assert "Spearman" in markdown
+
+  records, io, task = zoo_lib.load_zoo(tmp_path / "zoo" / "digits")
+  assert task == "digits"
+  assert len(records) == config.search.budget
+  saved = json.loads((tmp_path / "searches" / "digits_random_seed0.json").read_text())
+  assert [r.metrics["valid_accuracy"] for r in records] == saved["valid_accuracy"]
+
+  # Every method starts from the same random round and trains exactly the budget.
+  first_round = None
+  for method in config.methods:
+    saved = json.loads((tmp_path / "searches" / f"chars_{method}_seed1.json").read_text())
+    assert len(saved["choices"]) == config.search.budget
+    first_round = first_round or saved["choices"][:config.search.round_size]
+    assert saved["choices"][:config.search.round_size] == first_round
+  adversarial = json.loads((tmp_path / "searches" / "digits_adversarial_seed0.json").read_text())
+  assert len({tuple(c) for c in adversarial["choices"]}) == config.search.budget
+
+  # A rerun loads every finished search and gives the same search figures.
+  again, _ = experiment.run(config, tmp_path)
+  assert again["search"] == report["search"]

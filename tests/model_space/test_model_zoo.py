@@ -1,0 +1,83 @@
+"""Zoo save and load, G_model and D_model, weight statistics and the ranker."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from autogan_jax.model_space import data as data_lib
+from autogan_jax.model_space import models_gan
+from autogan_jax.model_space import ranking
+from autogan_jax.model_space import spec as spec_lib
+from autogan_jax.model_space import space as space_lib
+from autogan_jax.model_space import zoo as zoo_lib
+
+
+def test_zoo_save_load_round_trip(tmp_path):
+  space = space_lib.SearchSpace(families=("mlp",), depths=(1, 2), widths=(8, 16),
+                                model_dims=(4,), heads=(1, 2))
+  data, io = data_lib.digits_data()
+  trainer = zoo_lib.ZooTrainer(space, data, io, steps=3, population_size=2)
+  specs = [spec_lib.ModelSpec("mlp", (8, 16), model_dim=4),
+           spec_lib.ModelSpec("mlp", (8,), model_dim=4, norm="rms"),
+           spec_lib.ModelSpec("mlp", (16,), norm="layer", model_dim=4)]
+  records = trainer.train(specs, jax.random.key(0))
+  assert [r.spec for r in records] == specs
+  assert records[0].params["layer1_w"].shape == (8, 16)
+  assert records[1].params["out_w"].shape == (8, 10)
+  assert "layer1_w" not in records[1].params
+  zoo_lib.save_zoo(tmp_path / "zoo", records, io, "digits")
+  assert len(list((tmp_path / "zoo" / "specs").glob("*.json"))) == 3
+  loaded, loaded_io, task = zoo_lib.load_zoo(tmp_path / "zoo")
+  assert (loaded_io, task) == (io, "digits")
+  for original, copy in zip(records, loaded):
+    assert copy.spec == original.spec
+    assert copy.metrics == original.metrics
+    np.testing.assert_array_equal(copy.curve, original.curve)
+    for name in original.params:
+      np.testing.assert_array_equal(copy.params[name], original.params[name])
+      np.testing.assert_array_equal(copy.init_params[name], original.init_params[name])
+
+
+def test_g_model_emits_one_hot_slots_with_gradients():
+  config = models_gan.GModelConfig(slot_sizes=(3, 2, 4), context_size=5,
+                                   weight_shapes=(("w", (2, 3)),), weight_rank=2)
+  params = models_gan.g_model_init(jax.random.key(0), config)
+  context = jnp.ones(5)
+  features, weights = models_gan.g_model_sample(params, config, jax.random.key(1), 6, context)
+  assert features.shape == (6, 9)
+  np.testing.assert_array_equal(features[:, :3].sum(1), 1.0)
+  np.testing.assert_array_equal(features[:, 3:5].sum(1), 1.0)
+  assert set(np.unique(np.asarray(features))) <= {0.0, 1.0}
+  assert weights["w"].shape == (6, 2, 3)
+
+  target = jnp.arange(9.0)
+  grads = jax.grad(lambda p: jnp.sum(models_gan.g_model_sample(
+      p, config, jax.random.key(1), 6, context)[0] * target))(params)
+  assert float(jnp.abs(grads["spec"][-1]["w"]).sum()) > 0.0
+
+
+def test_weight_statistics_ignore_unit_order():
+  key = jax.random.key(0)
+  params = {"a": jax.random.normal(key, (4, 5)), "b": jax.random.normal(key, (5,))}
+  permutation = jnp.array([3, 1, 4, 0, 2])
+  permuted = {"a": params["a"][:, permutation], "b": params["b"][permutation]}
+  np.testing.assert_allclose(models_gan.weight_statistics(params),
+                             models_gan.weight_statistics(permuted), rtol=1e-5)
+  assert models_gan.weight_statistics(params).shape == (8,)
+
+
+def test_curve_features_handle_short_curves():
+  curve = np.array([2.0, 1.0, np.nan])
+  features = models_gan.curve_features(curve, early_steps=3, points=4, num_classes=10)
+  assert features.shape == (5,)
+  assert np.all(np.isfinite(features))
+  np.testing.assert_allclose(features[0], 2.0 / np.log(10.0), rtol=1e-6)
+
+
+def test_ranker_orders_models_by_accuracy():
+  rng = np.random.default_rng(0)
+  features = rng.normal(size=(60, 6)).astype(np.float32)
+  accuracy = np.tanh(features[:, 0] - 0.5 * features[:, 1]) + 0.05 * rng.normal(size=60)
+  params = ranking.train_ranker(features[:40], accuracy[:40], jax.random.key(0),
+                                ranking.RankingConfig(steps=400))
+  assert ranking.spearman(params, features[40:], accuracy[40:]) > 0.8
