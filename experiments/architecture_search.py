@@ -11,15 +11,13 @@ of the first seed (orbax arrays plus one JSON spec per model).
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
 from autogan_jax.architecture import experiment
 from experiments import common
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/architecture_search.py:default",
-    "Experiment config file and preset.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and reports.")
+_CONFIG, _WORKDIR = common.define_run_flags(
+    "experiments/configs/architecture_search.py:default", None,
+    "Experiment config file and preset.", "Folder for checkpoints, metrics and reports.")
 
 
 def main(argv):

@@ -20,9 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from absl import app
-from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
 from autogan_jax import meta
 from autogan_jax import optim
@@ -34,10 +32,9 @@ from experiments import common
 from experiments import distributed
 from experiments.configs import bootstrap as bootstrap_config
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/bootstrap.py", "Bootstrap config file and preset.")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/bootstrap",
-                               "Folder for checkpoints, metrics, report and plots.")
+_CONFIG, _WORKDIR = common.define_run_flags(
+    "experiments/configs/bootstrap.py", "runs/bootstrap", "Bootstrap config file and preset.",
+    "Folder for checkpoints, metrics, report and plots.")
 
 
 def rule_hyperparams(config, horizon: int) -> optim.RuleHyperparams:
@@ -119,14 +116,25 @@ def run_imitation(workdir, config, metrics_log, key):
   return imitation, state.meta_params
 
 
-def imitation_errors(imitation, meta_params, config) -> dict[str, float]:
-  """Relative error of the rule's updates to Adam's over a whole held-out run, per task."""
+def heldout_digits(config):
+  return tasks.heldout_digits_tasks(seed=config.seed)[:config.eval.digits_tasks]
+
+
+def imitation_errors(workdir, imitation, meta_params, config) -> dict[str, float]:
+  """Relative error of the rule's updates to Adam's over a whole held-out run, per task.
+
+  The errors are saved in the workdir, and a rerun reads them instead of recompiling.
+  """
+  cache = workdir / "imitation_errors.json"
+  if cache.exists():
+    return json.loads(cache.read_text())
   rule_hyper = rule_hyperparams(config, config.imitation.eval_steps)
   errors = {}
-  for task in tasks.heldout_digits_tasks(seed=config.seed):
+  for task in heldout_digits(config):
     error_fn = jax.jit(lambda mp, t: imitation.relative_error(
         mp, rule_hyper, t, jax.random.key(config.seed), config.imitation.eval_steps))
     errors[task.describe()] = float(error_fn(meta_params, tasks.FlatTask(task)))
+  cache.write_text(json.dumps(errors))
   return errors
 
 
@@ -160,7 +168,7 @@ def run_evaluation(workdir, config, meta_params) -> list[dict]:
     logging.info("Held-out results found in %s; not recomputing them.", cache)
     return json.loads(cache.read_text())
   e = config.eval
-  heldout = [(t, e.digits_steps) for t in tasks.heldout_digits_tasks(seed=config.seed)]
+  heldout = [(t, e.digits_steps) for t in heldout_digits(config)]
   if e.char:
     heldout += [(t, e.char_steps) for t in tasks.heldout_char_tasks(seed=config.seed)]
   results = []
@@ -201,8 +209,6 @@ def main(argv):
   metrics_log = common.MetricsLog(workdir)
   keys = jax.random.split(jax.random.key(config.seed), 3)
   imitation, imitated = run_imitation(workdir, config, metrics_log, keys[0])
-  errors = imitation_errors(imitation, imitated, config)
-  logging.info("Imitation relative error on held-out tasks: %s", errors)
   state = run_meta_training(workdir, config, imitated, metrics_log, keys[1])
   meta_params = state.best_meta_params
   logging.info("Meta-training kept the meta-parameters of step %d (validation score %.4f).",
@@ -210,6 +216,8 @@ def main(argv):
   if not config.eval.enabled:
     logging.info("Held-out evaluation is disabled (eval.enabled=False); no report written.")
     return
+  errors = imitation_errors(workdir, imitation, imitated, config)
+  logging.info("Imitation relative error on held-out tasks: %s", errors)
   results = run_evaluation(workdir, config, meta_params)
   bootstrap_report.write(workdir, config, metrics_log.read(), errors, results,
                          jax.device_get(meta_params), int(state.quarantined),

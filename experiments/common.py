@@ -12,7 +12,9 @@ from typing import Any
 
 import jax
 import numpy as np
+from absl import flags
 from absl import logging
+from ml_collections import config_flags
 
 
 class _DropLibraryInfo(py_logging.Filter):
@@ -32,6 +34,36 @@ def quiet_library_logs() -> None:
   handler = logging.get_absl_handler()
   if not any(isinstance(f, _DropLibraryInfo) for f in handler.filters):
     handler.addFilter(_DropLibraryInfo())
+
+
+class _DefinedFlag:
+  """The value of a flag that another launcher module already defined."""
+
+  def __init__(self, name: str):
+    self._name = name
+
+  @property
+  def value(self) -> Any:
+    return getattr(flags.FLAGS, self._name)
+
+
+def define_run_flags(default_config: str, default_workdir: str | None, help_config: str,
+                     help_workdir: str):
+  """Define a launcher's `--config` and `--workdir` flags; return their holders.
+
+  Tests import several launchers into one process, and absl rejects a flag name
+  defined twice. The second launcher then reads the flags the first defined;
+  only the module run with `python -m` sets the defaults of a real run.
+  """
+  if "config" in flags.FLAGS:
+    config = _DefinedFlag("config")
+  else:
+    config = config_flags.DEFINE_config_file("config", default_config, help_config)
+  if "workdir" in flags.FLAGS:
+    workdir = _DefinedFlag("workdir")
+  else:
+    workdir = flags.DEFINE_string("workdir", default_workdir, help_workdir)
+  return config, workdir
 
 
 def prepare_workdir(path: str | pathlib.Path) -> pathlib.Path:

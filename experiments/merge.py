@@ -17,7 +17,6 @@ import numpy as np
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
 from autogan_jax.weight_space import interpolation
 from autogan_jax.weight_space import pipeline
@@ -27,9 +26,9 @@ from experiments.configs import merge as merge_config
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402  The backend must be set first.
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics, report and plots.")
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/merge.py", "Merge study config file and preset.")
+_CONFIG, _WORKDIR = common.define_run_flags(
+    "experiments/configs/merge.py", None, "Merge study config file and preset.",
+    "Folder for checkpoints, metrics, report and plots.")
 
 
 def plot_barriers(report: dict, path: pathlib.Path) -> None:

@@ -19,9 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import app
-from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
 from autogan_jax import calibration
 from autogan_jax import checkpoint
@@ -36,9 +34,9 @@ from autogan_jax.sampling import evaluation
 from autogan_jax.tasks import hmm
 from experiments import common
 
-_WORKDIR = flags.DEFINE_string("workdir", "", "Folder for checkpoints, metrics, report and plots.")
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/output_level.py:default", "Experiment settings.")
+_CONFIG, _WORKDIR = common.define_run_flags(
+    "experiments/configs/output_level.py:default", "", "Experiment settings.",
+    "Folder for checkpoints, metrics, report and plots.")
 
 PARTS = ("sampling", "calibration", "ensemble")
 POSITIVE_INT = core.IntRange(1)

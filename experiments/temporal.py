@@ -19,7 +19,6 @@ import numpy as np
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
 from autogan_jax.alignment import study as alignment_study
 from autogan_jax.checkpoint import RunCheckpointer
@@ -31,10 +30,9 @@ from experiments.configs import temporal as temporal_config
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402  (the backend is chosen first)
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for metrics, report, plots and "
-                               "checkpoints; rerunning with it resumes.")
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/temporal.py:default",
-                                          "Experiment config file and preset.")
+_CONFIG, _WORKDIR = common.define_run_flags(
+    "experiments/configs/temporal.py:default", None, "Experiment config file and preset.",
+    "Folder for metrics, report, plots and checkpoints; rerunning with it resumes.")
 
 
 def plot_alignment(workdir: pathlib.Path, name: str, example: dict) -> None:

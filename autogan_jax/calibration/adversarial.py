@@ -20,7 +20,6 @@ confidence ranges where they differ. G_cal gets gradients through c
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

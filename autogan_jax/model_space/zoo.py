@@ -24,7 +24,6 @@ from absl import logging
 from autogan_jax.core import tree as tree_lib
 from autogan_jax.core import validation
 from autogan_jax.model_space import builder
-from autogan_jax.model_space import encoding
 from autogan_jax.model_space import network
 from autogan_jax.model_space import population
 from autogan_jax.model_space import space as space_lib

@@ -37,7 +37,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
       "digits_steps": 300, "char_steps": 600, "eval_every": 10, "seeds": (0, 1, 2),
       "adam_learning_rates": (3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
       "sgd_learning_rates": (1e-2, 3e-2, 1e-1, 3e-1, 1.0),
-      "sgd_momentum": 0.9, "char": True, "enabled": True,
+      "sgd_momentum": 0.9, "char": True, "enabled": True, "digits_tasks": 2,
   })
 
   if preset == "smoke":
@@ -47,6 +47,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     config.meta.update(steps=10, num_tasks=2, unroll_length=5, horizon=20, validate_every=5,
                        validation_tasks=2)
     config.eval.update(digits_steps=20, char_steps=20, eval_every=10, seeds=(0, 1, 2),
+                       digits_tasks=1,
                        adam_learning_rates=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
                        sgd_learning_rates=(1e-2, 3e-2, 1e-1, 3e-1, 1.0))
   elif preset == "large":
@@ -101,6 +102,7 @@ SCHEMA = {
     "eval.sgd_momentum": v.FloatRange(0.0, 1.0, high_inclusive=False),
     "eval.char": v.OneOf((True, False)),
     "eval.enabled": v.OneOf((True, False)),
+    "eval.digits_tasks": v.IntRange(1, 2),
 }
 
 
