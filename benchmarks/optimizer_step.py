@@ -22,8 +22,8 @@ from autogan_jax import optim
 _OUTPUT = flags.DEFINE_string("output", None, "Write the figures to this JSON file.")
 _REPEATS = flags.DEFINE_integer("repeats", 50, "Timed calls of each update per round.")
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Alternating rounds; the median round is reported.")
-_HIDDEN = flags.DEFINE_integer("hidden_size", 8,
-                               "Hidden units of the learned rule; 8 is the main job's default.")
+_HIDDEN = flags.DEFINE_integer("hidden_size", 4,
+                               "Hidden units of the learned rule; 4 is the main job's default.")
 
 
 def make_params(key: jax.Array) -> dict[str, jax.Array]:

@@ -39,7 +39,7 @@ _CONFIG, _WORKDIR = common.define_run_flags(
 
 def rule_hyperparams(config, horizon: int) -> optim.RuleHyperparams:
   return optim.default_hyperparams(horizon=horizon, b1=config.rule.b1,
-                                   b_slow=config.rule.b_slow, b2=config.rule.b2)
+                                   b2=config.rule.b2)
 
 
 def _run_phase(name: str, workdir, config, state, step_fn, step_args, total_steps: int,

@@ -22,7 +22,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   config.log_every_s = 10.0
 
   config.rule = ml_collections.ConfigDict({
-      "hidden_size": 8, "init_scale": 0.1, "b1": 0.9, "b_slow": 0.99, "b2": 0.999,
+      "hidden_size": 4, "init_scale": 0.1, "b1": 0.9, "b2": 0.999,
   })
   config.imitation = ml_collections.ConfigDict({
       "steps": 300, "num_tasks": 8, "unroll_length": 20, "horizon": 300,
@@ -72,7 +72,6 @@ SCHEMA = {
     "rule.hidden_size": v.IntRange(1, 256),
     "rule.init_scale": v.FloatRange(0.0),
     "rule.b1": v.FloatRange(0.0, 1.0, high_inclusive=False),
-    "rule.b_slow": v.FloatRange(0.0, 1.0, high_inclusive=False),
     "rule.b2": v.FloatRange(0.0, 1.0, high_inclusive=False),
     "imitation.steps": v.IntRange(0),
     "imitation.num_tasks": v.IntRange(1),

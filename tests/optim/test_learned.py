@@ -45,6 +45,13 @@ def test_random_rule_is_not_adam():
   assert _max_update_gap(rule, optax.adam(1e-3)) > 1e-5
 
 
+def test_rejects_mismatched_meta_params():
+  meta_params = optim.init_meta_params(jax.random.key(0), hidden_size=4)
+  meta_params["w2"] = jnp.zeros(8)
+  with pytest.raises(ValueError, match=r"meta_params\['w1'\]"):
+    optim.learned_optimizer(meta_params)
+
+
 def test_update_requires_params():
   rule = optim.learned_optimizer(optim.adam_meta_params(1e-3))
   params = {"w": jnp.ones(3)}
@@ -75,7 +82,7 @@ def test_trains_flax_nnx_model_in_plain_optax_loop():
   x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
   model = _MLP(nnx.Rngs(0))
   tx = optim.learned_optimizer(optim.init_meta_params(jax.random.key(0)) | {
-      "basis": jnp.array([1.0, 0.0, 0.0, 0.0]), "w2": jnp.zeros(8),
+      "basis": jnp.array([1.0, 0.0, 0.0, 0.0]), "w2": jnp.zeros(4),
       "log_lr": jnp.log(jnp.float32(1e-2))})
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
 
