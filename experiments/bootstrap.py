@@ -52,8 +52,8 @@ def _run_phase(name: str, workdir, config, state, step_fn, step_args, total_step
   returns the state with its validation recorded; it runs before the first
   step and after every `validate_every` steps, before that step's checkpoint.
 
-  The state of step k is checkpointed under that k; on start, the newest
-  checkpoint of this phase is restored and the metrics after it are dropped.
+  The state after step k is checkpointed as step k. On start, the newest
+  checkpoint of this phase is restored, and the metrics logged after it are dropped.
   """
   checkpointer = RunCheckpointer(workdir / "checkpoints" / name)
   latest = checkpointer.latest_step()

@@ -13,7 +13,7 @@ class TraceCounter:
 
   The count of a function wrapped with `wrap` grows by one each time JAX traces
   it, which under `jax.jit` happens once per compilation. Python side effects
-  run only during tracing, so the counter never sees cached calls.
+  run only during tracing, so cached calls never increment the counter.
 
   Example:
     counter = TraceCounter()

@@ -79,7 +79,7 @@ def _pick_tuned(curves: dict[str, np.ndarray], learning_rates: Sequence[float]):
   score = np.nanmean(curves["valid_loss"], axis=1)
   score = np.where(np.isfinite(score), score, np.inf)
   best = int(np.argmin(score))
-  return best, float(learning_rates[best]), jax.tree.map(lambda x: x[best], curves)
+  return float(learning_rates[best]), jax.tree.map(lambda x: x[best], curves)
 
 
 def compare_on_task(task, task_name: str, meta_params, rule_hyper: learned.RuleHyperparams,
@@ -97,8 +97,8 @@ def compare_on_task(task, task_name: str, meta_params, rule_hyper: learned.RuleH
                      s.num_steps, s.eval_every)
   sgd = grid_curves(task, lambda lr: optax.sgd(lr, momentum=s.sgd_momentum),
                     s.sgd_learning_rates, s.seeds, s.num_steps, s.eval_every)
-  _, adam_lr, adam_best = _pick_tuned(adam, s.adam_learning_rates)
-  _, sgd_lr, sgd_best = _pick_tuned(sgd, s.sgd_learning_rates)
+  adam_lr, adam_best = _pick_tuned(adam, s.adam_learning_rates)
+  sgd_lr, sgd_best = _pick_tuned(sgd, s.sgd_learning_rates)
   rule = learned_curves(task, meta_params, rule_hyper, s.seeds, s.num_steps, s.eval_every)
 
   threshold = float(np.mean(adam_best["train_loss"][:, -1]))

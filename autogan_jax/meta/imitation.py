@@ -9,7 +9,7 @@ u_rule. The loss is the relative squared error over an unroll of K steps,
 the square of the relative error that the report gives on held-out tasks.
 
 Runs continue across imitation steps, like truncated meta-training, so that the
-rule also sees late steps where the bias corrections have worn off.
+rule is also fitted on late steps where the bias corrections have worn off.
 """
 
 from __future__ import annotations

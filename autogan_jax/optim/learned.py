@@ -19,10 +19,11 @@ points c_grad = 1 or c_momentum = 1 / (1 - b1).
 
 The perceptron is written as explicit sums over its few inputs and hidden units,
 so XLA fuses it into elementwise passes over each tensor instead of building a
-[num_params, num_features] matrix. The state has no more moments than Adam's
-because every extra moment is another pass over memory: with a slow momentum as
-a third state array the update took 1.8 to 2.4 times Adam's time on a 2-core CPU
-(`benchmarks/optimizer_step.py`), against about 1.4 without it at 4 hidden units.
+[num_params, num_features] matrix. The state has no more moments than Adam's,
+because XLA gives every extra moment another pass over memory. With a slow
+momentum as a third state array, `benchmarks/optimizer_step.py` measured the
+update at 1.8 to 2.4 times Adam's time on a 2-core CPU. Without it, at 4 hidden
+units, the ratio was about 1.4.
 
 `eps_root` keeps the meta-gradient finite when a parameter's gradient is exactly
 zero: d sqrt(v) / dv is infinite at v = 0, and the product with a zero

@@ -102,6 +102,9 @@ def heldout_digits_tasks(seed: int = 0) -> list[mlp.DigitsMLPTask]:
 
 
 def heldout_char_tasks(seed: int = 0) -> list[char_lm.CharLMTask]:
-  """The held-out character model: the whole character family is never meta-trained on
-  unless the config asks for it."""
+  """Return the held-out character model.
+
+  The default bootstrap never meta-trains on the character family, so the whole
+  family is held out unless the config sets `family="stdlib_chars"`.
+  """
   return [char_lm.char_task(width=128, activation="relu", batch_size=64, seed=seed)]

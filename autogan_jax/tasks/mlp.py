@@ -68,7 +68,7 @@ def make_variant(*, width: int, depth: int, activation: str, batch_size: int,
 
 @struct.dataclass
 class DigitsMLPTask:
-  """A digits classifier of one variant, padded to a static maximum shape."""
+  """Digits classifier of one variant, padded to a static maximum shape."""
 
   variant: MLPVariant
   max_width: int = struct.field(pytree_node=False, default=64)
