@@ -6,7 +6,8 @@ batch orders (one per seed):
 - `adam_tuned`: Adam with the learning rate from a grid that gives the lowest
   final validation loss, averaged over the seeds;
 - `sgd_momentum`: SGD with heavy-ball momentum, tuned the same way on its own grid;
-- `learned`: the learned rule as it is, with no tuning on the held-out task.
+- each learned rule given by name (for example one per bootstrap phase), as it
+  is, with no tuning on the held-out task.
 
 Every run of a grid trains in one `jit(vmap(vmap(scan)))` call.
 """
@@ -25,7 +26,7 @@ import optax
 from autogan_jax.meta import inner
 from autogan_jax.optim import learned
 
-OPTIMIZERS = ("learned", "adam_tuned", "sgd_momentum")
+BASELINES = ("adam_tuned", "sgd_momentum")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,14 +60,21 @@ def grid_curves(task, make_tx: Callable[[jax.Array], optax.GradientTransformatio
 
 def learned_curves(task, meta_params, rule_hyper: learned.RuleHyperparams,
                    seeds: Sequence[int], num_steps: int, eval_every: int) -> dict[str, np.ndarray]:
-  """Train the learned rule once per seed; leaves have a leading seed axis."""
+  """Train the learned rule once per seed; leaves have a leading seed axis.
+
+  `meta_params` may also be several rules stacked on a leading axis; the
+  leaves then have leading axes [rule, seed], and all rules train in one call.
+  """
+  stacked = meta_params["log_lr"].ndim == 1
 
   def one(meta_params, rule_hyper, key):
     tx = learned.learned_optimizer(meta_params, rule_hyper)
     return inner.train_curve(task, tx, key, num_steps, eval_every)
 
-  run = jax.jit(jax.vmap(one, in_axes=(None, None, 0)))
-  return jax.tree.map(np.asarray, run(meta_params, rule_hyper, _seed_keys(seeds)))
+  run = jax.vmap(one, in_axes=(None, None, 0))
+  if stacked:
+    run = jax.vmap(run, in_axes=(0, None, None))
+  return jax.tree.map(np.asarray, jax.jit(run)(meta_params, rule_hyper, _seed_keys(seeds)))
 
 
 def steps_to_reach(curve: np.ndarray, threshold: float, eval_every: int) -> int | None:
@@ -82,9 +90,17 @@ def _pick_tuned(curves: dict[str, np.ndarray], learning_rates: Sequence[float]):
   return float(learning_rates[best]), jax.tree.map(lambda x: x[best], curves)
 
 
-def compare_on_task(task, task_name: str, meta_params, rule_hyper: learned.RuleHyperparams,
+def compare_on_task(task, task_name: str, rules: dict[str, Any],
+                    rule_hyper: learned.RuleHyperparams,
                     settings: EvalSettings) -> dict[str, Any]:
-  """Run the three optimizers on one held-out task; return records, tuning and curves.
+  """Run the learned rules and the tuned baselines on one held-out task.
+
+  Args:
+    task: the held-out task.
+    task_name: its name in the records.
+    rules: meta-parameters of each learned rule, by the name its records get.
+    rule_hyper: the learned rules' fixed settings.
+    settings: run length, seeds and the baselines' grids.
 
   Returns:
     A dict with `records` (one per optimizer and seed, with the keys of the
@@ -99,12 +115,16 @@ def compare_on_task(task, task_name: str, meta_params, rule_hyper: learned.RuleH
                     s.sgd_learning_rates, s.seeds, s.num_steps, s.eval_every)
   adam_lr, adam_best = _pick_tuned(adam, s.adam_learning_rates)
   sgd_lr, sgd_best = _pick_tuned(sgd, s.sgd_learning_rates)
-  rule = learned_curves(task, meta_params, rule_hyper, s.seeds, s.num_steps, s.eval_every)
+  names = list(rules)
+  stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(rules[n] for n in names))
+  all_rules = learned_curves(task, stacked, rule_hyper, s.seeds, s.num_steps, s.eval_every)
+  runs = {name: jax.tree.map(lambda x, i=i: x[i], all_rules) for i, name in enumerate(names)}
+  runs.update(adam_tuned=adam_best, sgd_momentum=sgd_best)
 
   threshold = float(np.mean(adam_best["train_loss"][:, -1]))
   has_accuracy = bool(np.all(np.isfinite(adam_best["test_accuracy"])))
   records = []
-  for name, curves in (("learned", rule), ("adam_tuned", adam_best), ("sgd_momentum", sgd_best)):
+  for name, curves in runs.items():
     for i, seed in enumerate(s.seeds):
       records.append({
           "task": task_name,
@@ -122,9 +142,7 @@ def compare_on_task(task, task_name: str, meta_params, rule_hyper: learned.RuleH
       "sgd_learning_rate": sgd_lr,
       "adam_final_train_loss": threshold,
       "tuning_runs": (len(s.adam_learning_rates) + len(s.sgd_learning_rates)) * len(s.seeds),
-      "curves": {name: np.mean(c["train_loss"], axis=0).tolist()
-                 for name, c in (("learned", rule), ("adam_tuned", adam_best),
-                                 ("sgd_momentum", sgd_best))},
+      "curves": {name: np.mean(c["train_loss"], axis=0).tolist() for name, c in runs.items()},
       "steps": [i * s.eval_every for i in range(s.num_steps // s.eval_every + 1)],
   }
 
@@ -132,8 +150,9 @@ def compare_on_task(task, task_name: str, meta_params, rule_hyper: learned.RuleH
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
   """Average the records over seeds, per task and optimizer."""
   rows = []
+  order = list(dict.fromkeys(r["optimizer"] for r in records))
   keys = sorted({(r["task"], r["optimizer"]) for r in records},
-                key=lambda k: (k[0], OPTIMIZERS.index(k[1]) if k[1] in OPTIMIZERS else 99))
+                key=lambda k: (k[0], order.index(k[1])))
   for task, optimizer in keys:
     group = [r for r in records if r["task"] == task and r["optimizer"] == optimizer]
 

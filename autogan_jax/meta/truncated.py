@@ -52,6 +52,8 @@ class MetaHyperparams:
     loss_floor: added to losses inside the logarithm of the meta-loss.
     valid_weight: weight w of the validation term of the meta-loss.
     horizon: inner steps after which a run restarts on a new task.
+    active_tasks: runs whose index is below this count into the meta-gradient;
+      the others are computed (shapes stay fixed) and weighted zero.
   """
 
   meta_learning_rate: jax.Array
@@ -59,14 +61,16 @@ class MetaHyperparams:
   loss_floor: jax.Array
   valid_weight: jax.Array
   horizon: jax.Array
+  active_tasks: jax.Array
 
 
 def make_hyperparams(*, meta_learning_rate: float, clip_norm: float, loss_floor: float,
-                     valid_weight: float, horizon: int) -> MetaHyperparams:
+                     valid_weight: float, horizon: int,
+                     active_tasks: int = 2**30) -> MetaHyperparams:
   return MetaHyperparams(meta_learning_rate=jnp.float32(meta_learning_rate),
                          clip_norm=jnp.float32(clip_norm), loss_floor=jnp.float32(loss_floor),
                          valid_weight=jnp.float32(valid_weight),
-                         horizon=jnp.int32(horizon))
+                         horizon=jnp.int32(horizon), active_tasks=jnp.int32(active_tasks))
 
 
 @struct.dataclass
@@ -128,10 +132,19 @@ class TruncatedTrainer:
     return jax.vmap(one)(keys)
 
   def init(self, meta_params: PyTree, rule_hyper: learned.RuleHyperparams,
-           hyper: MetaHyperparams, key: jax.Array) -> MetaTrainState:
+           hyper: MetaHyperparams, key: jax.Array,
+           self_rule_hyper: learned.RuleHyperparams | None = None) -> MetaTrainState:
+    """Start `num_tasks` fresh runs.
+
+    With `self_rule_hyper`, the meta-optimizer state is the learned rule's own
+    state for the meta-parameters (see `step`); otherwise it is Adam's.
+    """
     tasks, runs = self._fresh_runs(meta_params, rule_hyper, key)
-    return MetaTrainState(meta_params=meta_params,
-                          meta_opt_state=meta_optimizer(hyper).init(meta_params),
+    if self_rule_hyper is None:
+      meta_opt_state = meta_optimizer(hyper).init(meta_params)
+    else:
+      meta_opt_state = learned.learned_optimizer(meta_params, self_rule_hyper).init(meta_params)
+    return MetaTrainState(meta_params=meta_params, meta_opt_state=meta_opt_state,
                           tasks=tasks, inner=runs, step=jnp.zeros((), jnp.int32),
                           quarantined=jnp.zeros((), jnp.int32), best_meta_params=meta_params,
                           best_score=jnp.asarray(jnp.inf, jnp.float32),
@@ -149,16 +162,59 @@ class TruncatedTrainer:
     value = (1.0 - hyper.valid_weight) * train_term + hyper.valid_weight * valid_term
     return value, (new_run, losses, valid_loss)
 
-  def step(self, state: MetaTrainState, rule_hyper: learned.RuleHyperparams,
-           hyper: MetaHyperparams, key: jax.Array):
-    """Take one meta-step; return the new state and a dict of scalar metrics."""
-    k_reset = jax.random.fold_in(key, 0)
+  def restart_finished(self, meta_params, rule_hyper: learned.RuleHyperparams,
+                       hyper: MetaHyperparams, tasks, runs: inner.InnerState, key: jax.Array):
+    """Put runs that reached the horizon on fresh tasks; return (tasks, runs, finished)."""
+    finished = runs.step >= hyper.horizon
+    fresh_tasks, fresh_runs = self._fresh_runs(meta_params, rule_hyper, key)
+    return (tree_lib.select_rows(finished, fresh_tasks, tasks),
+            tree_lib.select_rows(finished, fresh_runs, runs), finished)
 
-    # Runs past the horizon restart on new tasks before the unroll.
-    finished = state.inner.step >= hyper.horizon
-    fresh_tasks, fresh_runs = self._fresh_runs(state.meta_params, rule_hyper, k_reset)
-    tasks = tree_lib.select_rows(finished, fresh_tasks, state.tasks)
-    runs = tree_lib.select_rows(finished, fresh_runs, state.inner)
+  def apply_meta_gradients(self, state: MetaTrainState, grads: PyTree, healthy: jax.Array,
+                           hyper: MetaHyperparams,
+                           self_rule_hyper: learned.RuleHyperparams | None = None):
+    """Average the per-run meta-gradients of healthy active runs and take one meta-update.
+
+    Without `self_rule_hyper` the update is Adam on the clipped mean. With it,
+    the learned rule set by the current meta-parameters updates those same
+    meta-parameters, `update(meta_grads, state, meta_params)`, and no other
+    optimizer takes part.
+
+    Returns:
+      `(meta_params, meta_opt_state, mean_grads, used)`, where `used` marks the
+      runs that entered the mean.
+    """
+    used = healthy & (jnp.arange(self.num_tasks) < hyper.active_tasks)
+    num_used = jnp.sum(used)
+    weights = used.astype(jnp.float32) / jnp.maximum(num_used, 1).astype(jnp.float32)
+
+    def weighted_mean(g):
+      clean = jnp.where(used.reshape((-1,) + (1,) * (g.ndim - 1)), g, 0.0)
+      return jnp.tensordot(weights, clean, axes=1)
+
+    mean_grads = jax.tree.map(weighted_mean, grads)
+    if self_rule_hyper is None:
+      meta_tx = meta_optimizer(hyper)
+    else:
+      meta_tx = learned.learned_optimizer(state.meta_params, self_rule_hyper)
+    updates, meta_opt_state = meta_tx.update(mean_grads, state.meta_opt_state, state.meta_params)
+    new_params = optax.apply_updates(state.meta_params, updates)
+    ok = (num_used > 0) & tree_lib.all_finite(new_params)
+    meta_params = tree_lib.select(ok, new_params, state.meta_params)
+    meta_opt_state = tree_lib.select(ok, meta_opt_state, state.meta_opt_state)
+    return meta_params, meta_opt_state, mean_grads, used
+
+  def step(self, state: MetaTrainState, rule_hyper: learned.RuleHyperparams,
+           hyper: MetaHyperparams, key: jax.Array,
+           self_rule_hyper: learned.RuleHyperparams | None = None):
+    """Take one meta-step; return the new state and a dict of scalar metrics.
+
+    `self_rule_hyper` makes the step self-referential (see
+    `apply_meta_gradients`); the state must come from `init` with the same
+    argument.
+    """
+    tasks, runs, _ = self.restart_finished(state.meta_params, rule_hyper, hyper, state.tasks,
+                                           state.inner, jax.random.fold_in(key, 0))
 
     grad_fn = jax.value_and_grad(self.meta_loss, has_aux=True)
     (losses, (new_runs, batch_losses, valid_losses)), grads = jax.vmap(
@@ -168,38 +224,31 @@ class TruncatedTrainer:
     healthy = jax.vmap(lambda g, r: tree_lib.all_finite(g) & tree_lib.all_finite(r.params))(
         grads, new_runs)
     healthy = healthy & jnp.isfinite(losses)
-    num_healthy = jnp.sum(healthy)
-    weights = healthy.astype(jnp.float32) / jnp.maximum(num_healthy, 1).astype(jnp.float32)
-
-    def weighted_mean(g):
-      clean = jnp.where(healthy.reshape((-1,) + (1,) * (g.ndim - 1)), g, 0.0)
-      return jnp.tensordot(weights, clean, axes=1)
-
-    mean_grads = jax.tree.map(weighted_mean, grads)
-    updates, meta_opt_state = meta_optimizer(hyper).update(mean_grads, state.meta_opt_state,
-                                                           state.meta_params)
-    any_healthy = num_healthy > 0
-    meta_params = tree_lib.select(any_healthy, optax.apply_updates(state.meta_params, updates),
-                                  state.meta_params)
-    meta_opt_state = tree_lib.select(any_healthy, meta_opt_state, state.meta_opt_state)
+    meta_params, meta_opt_state, mean_grads, used = self.apply_meta_gradients(
+        state, grads, healthy, hyper, self_rule_hyper)
 
     # A quarantined run is marked finished so that it restarts on the next step.
     restart = runs.replace(step=jnp.full_like(runs.step, hyper.horizon))
     new_runs = tree_lib.select_rows(healthy, new_runs, restart)
+    num_sick = self.num_tasks - jnp.sum(healthy)
     new_state = state.replace(meta_params=meta_params, meta_opt_state=meta_opt_state,
                               tasks=tasks, inner=new_runs, step=state.step + 1,
-                              quarantined=state.quarantined + self.num_tasks - num_healthy)
-    safe = lambda x: jnp.where(healthy, x, jnp.nan)  # noqa: E731
-    metrics = {
+                              quarantined=state.quarantined + num_sick)
+    metrics = self.step_metrics(losses, batch_losses, valid_losses, used, mean_grads,
+                                meta_params)
+    metrics.update(quarantined_now=num_sick, quarantined_total=new_state.quarantined)
+    return new_state, metrics
+
+  @staticmethod
+  def step_metrics(losses, batch_losses, valid_losses, used, mean_grads, meta_params):
+    safe = lambda x: jnp.where(used, x, jnp.nan)  # noqa: E731
+    return {
         "meta_loss": jnp.nanmean(safe(losses)),
         "train_loss": jnp.nanmean(safe(jnp.mean(batch_losses, axis=1))),
         "valid_loss": jnp.nanmean(safe(valid_losses)),
         "meta_grad_norm": optax.tree.norm(mean_grads),
-        "quarantined_now": self.num_tasks - num_healthy,
-        "quarantined_total": new_state.quarantined,
         "learning_rate": jnp.exp(meta_params["log_lr"]),
     }
-    return new_state, metrics
 
   def validation_score(self, meta_params, rule_hyper: learned.RuleHyperparams, key: jax.Array,
                        num_tasks: int, horizon: int) -> jax.Array:

@@ -11,9 +11,12 @@ from autogan_jax.optim.learned import learned_optimizer
 from autogan_jax.optim.learned import UNROLLABLE_RULES
 from autogan_jax.optim.learned import sgd_meta_params
 from autogan_jax.optim.learned import unrollable_rule
+from autogan_jax.optim.rules import g_star
+from autogan_jax.optim.rules import load_rule
+from autogan_jax.optim.rules import save_rule
 
 __all__ = [
     "BASIS", "FEATURES", "LearnedRuleState", "RuleHyperparams", "adam_meta_params",
     "UNROLLABLE_RULES", "default_hyperparams", "init_meta_params", "learned_optimizer",
-    "sgd_meta_params", "unrollable_rule",
+    "g_star", "load_rule", "save_rule", "sgd_meta_params", "unrollable_rule",
 ]
