@@ -3,10 +3,20 @@
   python -m experiments.bootstrap --workdir=runs/bootstrap \
       --config=experiments/configs/bootstrap.py[:default|smoke|large]
 
-Phases: imitation of Adam, then meta-training by truncated backpropagation,
-then held-out evaluation against tuned Adam and SGD with momentum. Each phase
-checkpoints its whole state into the workdir. Rerunning with the same workdir
-resumes where the last run stopped, and ends with the same meta-parameters as
+Four phases:
+
+1. imitation: the learned rule learns to reproduce Adam's updates;
+2. exploration: a population of variants of that rule is meta-trained, each
+   member the way G_meta proposes (estimator, meta learning rate, tasks per
+   meta-step, horizon schedule), under selection by whole-run validation;
+3. self-reference: the best rules update their own meta-parameters with their
+   own update, until a fixed point or the budget; the best validated one is G*;
+4. G* trains models on held-out tasks against tuned Adam and SGD with
+   momentum (the rules of phases 1 and 2 too, for comparison), and is saved as
+   `g_star.json` for the other components.
+
+Each phase checkpoints its whole state into the workdir. Rerunning with the
+same workdir resumes where the last run stopped, and ends with the same rule as
 an uninterrupted run. Writes `metrics.jsonl`, `report.json`, `report.md` and
 PNG plots into the workdir.
 """
@@ -27,6 +37,7 @@ from autogan_jax import optim
 from autogan_jax import tasks
 from autogan_jax.checkpoint import RunCheckpointer
 from autogan_jax.core import validation
+from experiments import bootstrap_phases
 from experiments import bootstrap_report
 from experiments import common
 from experiments import distributed
@@ -43,8 +54,7 @@ def rule_hyperparams(config, horizon: int) -> optim.RuleHyperparams:
 
 
 def _run_phase(name: str, workdir, config, state, step_fn, step_args, total_steps: int,
-               metrics_log: common.MetricsLog, base_key: jax.Array, validate=None,
-               validate_every: int = 0):
+               metrics_log: common.MetricsLog, base_key: jax.Array):
   """Run `step_fn(state, key, *step_args)` from `state.step` to `total_steps`.
 
   `step_args` are the hyperparameters, passed as traced arguments so that one
@@ -68,18 +78,11 @@ def _run_phase(name: str, workdir, config, state, step_fn, step_args, total_step
 
   step_jit = jax.jit(step_fn)
   progress = common.Progress(name, total_steps, start=start, every_s=config.log_every_s)
-  if validate is not None and start == 0:
-    state = validate(state)
   pending = []
   for step in range(start, total_steps):
     state, metrics = step_jit(state, jax.random.fold_in(base_key, step), *step_args)
     pending.append({"phase": name, "step": step + 1, **metrics})
     done = step + 1
-    if validate is not None and (done % validate_every == 0 or done == total_steps):
-      state = validate(state)
-      pending[-1]["validation_score"] = state.best_score
-      logging.info("%s: validation at step %d; best score %.4f from step %d.", name, done,
-                   float(state.best_score), int(state.best_step))
     if done % config.checkpoint_every == 0 or done == total_steps:
       for record in jax.device_get(pending):
         metrics_log.append(record)
@@ -138,30 +141,7 @@ def imitation_errors(workdir, imitation, meta_params, config) -> dict[str, float
   return errors
 
 
-def run_meta_training(workdir, config, meta_params, metrics_log, key):
-  c = config.meta
-  rule_hyper = rule_hyperparams(config, c.horizon)
-  hyper = meta.make_hyperparams(meta_learning_rate=c.learning_rate, clip_norm=c.clip_norm,
-                                loss_floor=c.loss_floor, valid_weight=c.valid_weight,
-                                horizon=c.horizon)
-  trainer = meta.TruncatedTrainer(flat_sampler(config), num_tasks=c.num_tasks,
-                                  unroll_length=c.unroll_length)
-  init_key, run_key, validation_key = jax.random.split(key, 3)
-  state = trainer.init(meta_params, rule_hyper, hyper, init_key)
-  score_fn = jax.jit(lambda mp, rh: trainer.validation_score(
-      mp, rh, validation_key, c.validation_tasks, c.horizon))
-
-  def validate(state):
-    return meta.keep_best(state, score_fn(state.meta_params, rule_hyper))
-
-  state = _run_phase("meta_train", workdir, config, state,
-                     lambda s, k, rule_hyper, hyper: trainer.step(s, rule_hyper, hyper, k),
-                     (rule_hyper, hyper), c.steps, metrics_log, run_key, validate=validate,
-                     validate_every=c.validate_every)
-  return state
-
-
-def run_evaluation(workdir, config, meta_params) -> list[dict]:
+def run_evaluation(workdir, config, rules: dict) -> list[dict]:
   """Evaluate on every held-out task, reusing results saved by an earlier run."""
   cache = workdir / "heldout.json"
   if cache.exists():
@@ -178,7 +158,7 @@ def run_evaluation(workdir, config, meta_params) -> list[dict]:
         adam_learning_rates=tuple(e.adam_learning_rates),
         sgd_learning_rates=tuple(e.sgd_learning_rates), sgd_momentum=e.sgd_momentum)
     start = time.perf_counter()
-    result = meta.evaluation.compare_on_task(task, task.describe(), meta_params,
+    result = meta.evaluation.compare_on_task(task, task.describe(), rules,
                                              rule_hyperparams(config, num_steps), settings)
     logging.info("Evaluated %s in %.1f s: tuned Adam lr %g, SGD lr %g.", task.describe(),
                  time.perf_counter() - start, result["adam_learning_rate"],
@@ -207,21 +187,38 @@ def main(argv):
                jax.default_backend())
 
   metrics_log = common.MetricsLog(workdir)
-  keys = jax.random.split(jax.random.key(config.seed), 3)
+  keys = jax.random.split(jax.random.key(config.seed), 4)
+  clock = common.PhaseClock()
   imitation, imitated = run_imitation(workdir, config, metrics_log, keys[0])
-  state = run_meta_training(workdir, config, imitated, metrics_log, keys[1])
-  meta_params = state.best_meta_params
-  logging.info("Meta-training kept the meta-parameters of step %d (validation score %.4f).",
-               int(state.best_step), float(state.best_score))
+  clock.lap("phase1_imitation")
+  tools = bootstrap_phases.Tools(config, rule_hyperparams(config, config.meta.horizon), keys[3])
+  explored = bootstrap_phases.run_exploration(workdir, config, tools, imitated, metrics_log,
+                                              keys[1])
+  clock.lap("phase2_exploration")
+  starts, start_scores = bootstrap_phases.best_members(explored,
+                                                       config.self_reference.members)
+  logging.info("Exploration done; the best validation scores are %s.", start_scores)
+  settled = bootstrap_phases.run_self_reference(workdir, config, tools, starts, metrics_log,
+                                                keys[2])
+  clock.lap("phase3_self_reference")
+  g_star, g_star_score, g_star_index = bootstrap_phases.g_star(settled)
+  optim.save_rule(workdir / "g_star.json", jax.device_get(g_star),
+                  {"validation_score": g_star_score, "preset": config.preset,
+                   "seed": config.seed, "family": config.family})
+  logging.info("G* is rule %d of phase 3 with validation score %.4f; saved to %s.",
+               g_star_index, g_star_score, workdir / "g_star.json")
   if not config.eval.enabled:
     logging.info("Held-out evaluation is disabled (eval.enabled=False); no report written.")
     return
   errors = imitation_errors(workdir, imitation, imitated, config)
   logging.info("Imitation relative error on held-out tasks: %s", errors)
-  results = run_evaluation(workdir, config, meta_params)
+  rules = {"phase1_imitation": imitated,
+           "phase2_population": jax.tree.map(lambda x: x[0], starts),
+           "g_star": g_star}
+  results = run_evaluation(workdir, config, rules)
+  clock.lap("phase4_evaluation")
   bootstrap_report.write(workdir, config, metrics_log.read(), errors, results,
-                         jax.device_get(meta_params), int(state.quarantined),
-                         int(state.best_step))
+                         jax.device_get(g_star), start_scores, g_star_score, clock.laps)
   logging.info("Wrote %s and %s.", workdir / "report.md", workdir / "report.json")
 
 

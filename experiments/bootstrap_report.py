@@ -1,4 +1,4 @@
-"""Report and plots of the bootstrap run."""
+"""Report and plots of the four-phase bootstrap run."""
 
 from __future__ import annotations
 
@@ -14,30 +14,81 @@ import numpy as np  # noqa: E402
 from autogan_jax.meta import evaluation  # noqa: E402
 from experiments import common  # noqa: E402
 
+PHASE_RULES = (("phase1_imitation", "Phase 1: imitation of Adam"),
+               ("phase2_population", "Phase 2: population exploration"),
+               ("g_star", "Phase 4: G* (the best rule of phase 3, self-referential)"))
 
-def _plot_meta_training(workdir: pathlib.Path, records: list[dict[str, Any]]) -> None:
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-  imitation = [r for r in records if r.get("phase") == "imitation"]
-  meta_train = [r for r in records if r.get("phase") == "meta_train"]
+
+def _moving_mean(values, window):
+  values = np.asarray(values, float)
+  window = max(1, min(window, len(values)))
+  filled = np.nan_to_num(values, nan=np.nanmean(values) if np.isfinite(values).any() else 0.0)
+  return np.convolve(filled, np.ones(window) / window, mode="valid")
+
+
+def _plot_meta_training(workdir, imitation, exploration, self_reference) -> None:
+  fig, axes = plt.subplots(1, 3, figsize=(16, 4))
   if imitation:
     axes[0].semilogy([r["step"] for r in imitation],
                      [r["imitation_loss"] or np.nan for r in imitation])
-  axes[0].set(title="Imitation of Adam", xlabel="imitation step",
+  axes[0].set(title="Phase 1: imitation of Adam", xlabel="imitation step",
               ylabel="relative squared update error")
-  if meta_train:
-    steps = [r["step"] for r in meta_train]
-    axes[1].plot(steps, [r["meta_loss"] if r["meta_loss"] is not None else np.nan
-                         for r in meta_train], label="meta-loss", alpha=0.5)
-    values = np.array([r["meta_loss"] if r["meta_loss"] is not None else np.nan
-                       for r in meta_train], dtype=float)
-    window = max(1, len(values) // 30)
-    smooth = np.convolve(np.nan_to_num(values, nan=np.nanmean(values)), np.ones(window) / window,
-                         mode="valid")
-    axes[1].plot(steps[window - 1:], smooth, label=f"moving mean of {window}")
-    axes[1].legend()
-  axes[1].set(title="Truncated meta-training", xlabel="meta-step", ylabel="meta-loss")
+  if exploration:
+    size = len(exploration[0]["members"])
+    for i in range(size):
+      curve = [x for r in exploration for x in r["members"][i]["meta_loss_curve"]]
+      axes[1].plot(_moving_mean(curve, 10), label=f"slot {i}", alpha=0.8)
+    length = len(exploration[0]["members"][0]["meta_loss_curve"])
+    for g in range(1, len(exploration)):
+      axes[1].axvline(g * length, color="grey", lw=0.5)
+    axes[1].legend(fontsize=7)
+  axes[1].set(title="Phase 2: members' meta-loss (moving mean of 10)",
+              xlabel="meta-step (grey: exploit and explore)", ylabel="meta-loss")
+  if self_reference:
+    rows = np.concatenate([np.asarray(r["meta_loss"], float) for r in self_reference], axis=1)
+    for i, row in enumerate(rows):
+      axes[2].plot(_moving_mean(row, 10), label=f"rule {i}")
+    axes[2].legend(fontsize=7)
+  axes[2].set(title="Phase 3: meta-loss under self-training", xlabel="self-referential step",
+              ylabel="meta-loss (moving mean of 10)")
   fig.tight_layout()
   fig.savefig(workdir / "meta_training.png", dpi=100)
+  plt.close(fig)
+
+
+def _plot_self_reference(workdir, self_reference, tolerance) -> None:
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  if self_reference:
+    steps = [r["step"] for r in self_reference]
+    function = np.asarray([r["function_residual"] for r in self_reference], float)
+    params = np.asarray([r["param_residual"] for r in self_reference], float)
+    for i in range(function.shape[1]):
+      axes[0].semilogy(steps, function[:, i], marker="o", label=f"rule {i}: update on probe")
+      axes[0].semilogy(steps, params[:, i], ls="--", label=f"rule {i}: meta-parameters")
+    axes[0].axhline(tolerance, color="black", lw=0.8, label="tolerance")
+    axes[0].legend(fontsize=7)
+    mean_loss = np.asarray([np.mean(r["meta_loss"], axis=1) for r in self_reference], float)
+    for i in range(mean_loss.shape[1]):
+      axes[1].plot(steps, mean_loss[:, i], marker="o", label=f"rule {i}")
+    axes[1].legend(fontsize=7)
+  axes[0].set(title="Fixed-point residual ||G' - G|| / ||G|| per block", xlabel="step")
+  axes[1].set(title="Meta-loss per block (mean)", xlabel="step", ylabel="meta-loss")
+  fig.tight_layout()
+  fig.savefig(workdir / "self_reference.png", dpi=100)
+  plt.close(fig)
+
+
+def _plot_exploration(workdir, exploration) -> None:
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  if exploration:
+    gens = [r["step"] for r in exploration]
+    axes[0].plot(gens, [r["diversity"] for r in exploration], marker="o")
+    axes[1].plot(gens, [r["best_score"] for r in exploration], marker="o")
+  axes[0].set(title="Diversity: spread of updates on the probe", xlabel="generation")
+  axes[1].set(title="Best whole-run validation score", xlabel="generation",
+              ylabel="mean log validation loss")
+  fig.tight_layout()
+  fig.savefig(workdir / "exploration.png", dpi=100)
   plt.close(fig)
 
 
@@ -48,15 +99,43 @@ def _plot_heldout(workdir: pathlib.Path, results: list[dict[str, Any]]) -> None:
       ax.semilogy(result["steps"], curve, label=name)
     ax.set(title=result["records"][0]["task"], xlabel="inner step",
            ylabel="train-split loss (mean of seeds)")
-    ax.legend()
+    ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(workdir / "heldout_curves.png", dpi=100)
   plt.close(fig)
 
 
+def steps_ratio(results: list[dict[str, Any]], rule: str) -> dict[str, float]:
+  """Mean steps of `rule` to reach tuned Adam's final train loss, over tuned Adam's, per task.
+
+  A seed that never reaches it counts as the whole run, so a ratio from such
+  seeds is a lower bound.
+  """
+  out = {}
+  for result in results:
+    budget = result["steps"][-1]
+
+    def mean_steps(name):
+      values = [r["steps_to_adam_final_loss"] for r in result["records"] if r["optimizer"] == name]
+      return float(np.mean([budget if v is None else v for v in values]))
+
+    out[result["records"][0]["task"]] = mean_steps(rule) / max(mean_steps("adam_tuned"), 1.0)
+  return out
+
+
+def _heldout_table(summary, rule):
+  rows = [[r["task"], r["optimizer"], r["final_train_loss"], r["test_loss"], r["test_accuracy"],
+           r["steps_to_adam_final_loss"], f"{r['runs_reaching_adam_final_loss']}/{r['seeds']}"]
+          for r in summary if r["optimizer"] in (rule, "adam_tuned", "sgd_momentum")]
+  return common.markdown_table(
+      ["task", "optimizer", "final train loss", "test loss", "test accuracy",
+       "steps to Adam's final loss", "seeds reaching it"], rows)
+
+
 def write(workdir: pathlib.Path, config, records: list[dict[str, Any]],
           imitation_errors: dict[str, float], results: list[dict[str, Any]],
-          meta_params: dict[str, Any], quarantined: int, best_step: int) -> None:
+          g_star_params: dict[str, Any], phase2_scores, g_star_score: float,
+          phase_seconds: dict[str, dict[str, float]] | None = None) -> None:
   """Write report.json, report.md and the PNG plots."""
   heldout = [r for result in results for r in result["records"]]
   summary = evaluation.summarize(heldout)
@@ -65,71 +144,166 @@ def write(workdir: pathlib.Path, config, records: list[dict[str, Any]],
       "sgd_learning_rate": result["sgd_learning_rate"],
       "adam_final_train_loss": result["adam_final_train_loss"],
       "tuning_runs": result["tuning_runs"]} for result in results}
+  imitation = [r for r in records if r.get("phase") == "imitation"]
+  exploration = [r for r in records if r.get("phase") == "exploration"]
+  self_reference = [r for r in records if r.get("phase") == "self_reference"]
 
-  digits_rows = [(t, r) for t, r in
-                 ((row["task"], row) for row in summary) if t.startswith("digits")]
   test_loss_ratio = {}
-  for task in {t for t, _ in digits_rows}:
-    by_opt = {r["optimizer"]: r for t, r in digits_rows if t == task}
-    test_loss_ratio[task] = by_opt["learned"]["test_loss"] / by_opt["adam_tuned"]["test_loss"]
-  meta_train = [r for r in records if r.get("phase") == "meta_train"]
+  for result in results:
+    task = result["records"][0]["task"]
+    by_opt = {r["optimizer"]: r for r in summary if r["task"] == task}
+    test_loss_ratio[task] = by_opt["g_star"]["test_loss"] / by_opt["adam_tuned"]["test_loss"]
+  ratios = {rule: steps_ratio(results, rule) for rule, _ in PHASE_RULES}
+
+  phase_meta_loss = {
+      "phase1_imitation": imitation[-1]["imitation_loss"] if imitation else None,
+      "phase2_population": float(np.mean([np.mean(m["meta_loss_curve"][-10:])
+                                          for m in exploration[-1]["members"]]))
+      if exploration else None,
+      "g_star": float(np.mean(np.asarray(self_reference[-1]["meta_loss"])[:, -10:]))
+      if self_reference else None,
+  }
+  chosen = [{"generation": r["step"], "slot": i, **m["settings"],
+             "improvement": m["improvement"], "d_meta_opt_converges": m["d_meta_opt_converges"],
+             "validation_score": m["validation_score"]}
+            for r in exploration for i, m in enumerate(r["members"])]
+  accuracies = [r["d_meta_opt_heldout_ranking_accuracy"] for r in exploration
+                if r["d_meta_opt_heldout_ranking_accuracy"] is not None]
 
   report = {
       "preset": config.preset,
-      "seeds": list(config.eval.seeds),
+      "seed": config.seed,
+      "eval_seeds": list(config.eval.seeds),
       "heldout": heldout,
       "summary": summary,
       "tuned": tuned,
       "tuned_adam_learning_rate": {k: v["adam_learning_rate"] for k, v in tuned.items()},
       "tuning_runs_total": sum(v["tuning_runs"] for v in tuned.values()),
       "imitation_relative_error": imitation_errors,
-      "learned_over_adam_test_loss": test_loss_ratio,
-      "quarantined_inner_runs": quarantined,
-      "kept_meta_step": best_step,
-      "final_meta_loss": meta_train[-1]["meta_loss"] if meta_train else None,
-      "learned_learning_rate": float(np.exp(meta_params["log_lr"])),
-      "basis_coefficients": meta_params["basis"],
+      "phase_meta_loss": phase_meta_loss,
+      "steps_to_adam_final_loss_ratio": ratios,
+      "g_star_over_adam_test_loss": test_loss_ratio,
+      "g_star_validation_score": g_star_score,
+      "phase2_best_validation_scores": [float(s) for s in np.asarray(phase2_scores)],
+      "g_meta_choices": chosen,
+      "g_meta_final": exploration[-1]["g_meta"] if exploration else None,
+      "d_meta_opt_heldout_ranking_accuracy": float(np.mean(accuracies)) if accuracies else None,
+      "diversity": [r["diversity"] for r in exploration],
+      "members_replaced_nonfinite": exploration[-1]["replaced_total"] if exploration else 0,
+      "self_reference": {
+          "steps": self_reference[-1]["step"] if self_reference else 0,
+          "function_residual": [r["function_residual"] for r in self_reference],
+          "param_residual": [r["param_residual"] for r in self_reference],
+          "fixed_point_reached": bool(self_reference
+                                      and self_reference[-1]["calm_blocks"]
+                                      >= config.self_reference.patience),
+      },
+      "phase_seconds": phase_seconds or {},
+      "g_star_learning_rate": float(np.exp(g_star_params["log_lr"])),
+      "g_star_basis_coefficients": g_star_params["basis"],
   }
 
+  digits_goal = ", ".join(f"{k}: {v:.2f}" for k, v in ratios["g_star"].items()
+                          if k.startswith("digits"))
+  chars_goal = ", ".join(f"{k}: {v:.2f}" for k, v in ratios["g_star"].items()
+                         if k.startswith("stdlib"))
+  c2, c3 = config.population, config.self_reference
   lines = [
       "# Bootstrap report", "",
-      f"Preset `{config.preset}`, seed {config.seed}. Meta-training family: "
-      f"`{config.family}` ({config.imitation.steps} imitation steps, {config.meta.steps} "
-      f"meta-steps of {config.meta.num_tasks} tasks x {config.meta.unroll_length} inner steps, "
-      f"horizon {config.meta.horizon}). The evaluated rule is the meta-parameters of meta-step "
-      f"{best_step}, the best of the validations every {config.meta.validate_every} meta-steps "
-      f"(mean log validation loss after whole {config.meta.horizon}-step runs on "
-      f"{config.meta.validation_tasks} fixed tasks of the meta-training family).", "",
-      "## Imitation of Adam", "",
-      "Relative error ||u_rule - u_adam|| / ||u_adam|| of the updates over one whole held-out "
-      f"run of {config.imitation.eval_steps} steps (Adam at learning rate "
-      f"{config.imitation.adam_learning_rate}, seed {config.seed}, following Adam's trajectory):",
-      "",
+      f"Preset `{config.preset}`, run seed {config.seed}, meta-training family "
+      f"`{config.family}`. Every held-out figure is a mean over seeds "
+      f"{list(config.eval.seeds)} ({len(config.eval.seeds)} runs per optimizer and task); "
+      "training loss on the whole train split, test figures on the test split. Adam and SGD "
+      f"with momentum ({config.eval.sgd_momentum}) are tuned per task on the validation split "
+      f"over {len(config.eval.adam_learning_rates)} and {len(config.eval.sgd_learning_rates)} "
+      f"learning rates ({report['tuning_runs_total']} tuning runs); learned rules are not "
+      "tuned. Steps to tuned Adam's final training loss are averaged over the seeds that reach "
+      "it. Validation scores are the mean log validation loss after whole "
+      f"{config.meta.horizon}-step runs on {config.meta.validation_tasks} fixed tasks of the "
+      "meta-training family.", "",
+      "## Meta-loss at the end of each phase", "",
+      common.markdown_table(["phase", "meta-loss", "what it measures"], [
+          ["1 imitation", phase_meta_loss["phase1_imitation"],
+           "relative squared error of the rule's updates to Adam's"],
+          ["2 population", phase_meta_loss["phase2_population"],
+           "mean over members of the last 10 meta-steps' truncated meta-loss"],
+          ["3 self-reference", phase_meta_loss["g_star"],
+           "mean over rules of the last 10 self-referential meta-steps' meta-loss"]]),
+      "## Phase 1: imitation of Adam", "",
+      f"{config.imitation.steps} steps. Relative error ||u_rule - u_adam|| / ||u_adam|| of the "
+      f"updates over one whole held-out run of {config.imitation.eval_steps} steps (Adam at "
+      f"learning rate {config.imitation.adam_learning_rate}, seed {config.seed}):", "",
       common.markdown_table(["held-out task", "relative error"],
                             [[k, v] for k, v in imitation_errors.items()]),
-      "## Held-out tasks against tuned baselines", "",
-      f"Means over seeds {list(config.eval.seeds)}; the training loss is on the whole train "
-      "split, test figures on the test split. Adam and SGD with momentum "
-      f"({config.eval.sgd_momentum}) are tuned per task on the validation split over "
-      f"{len(config.eval.adam_learning_rates)} and {len(config.eval.sgd_learning_rates)} "
-      f"learning rates ({report['tuning_runs_total']} tuning runs in all); the learned rule is "
-      "not tuned. Steps to reach tuned Adam's final training loss are averaged over the seeds "
-      "that reach it.", "",
+      "Held-out tasks, the imitating rule against tuned baselines:", "",
+      _heldout_table(summary, "phase1_imitation"),
+      "## Phase 2: population exploration", "",
+      f"{c2.size} members, {c2.generations} generations of {c2.segment_steps} meta-steps each; "
+      f"after each generation the worst {c2.exploit_fraction:.0%} copy the best and are "
+      f"perturbed (scale {c2.perturb_scale}, times {c2.diversity_boost} while diversity is "
+      f"under {c2.diversity_floor}). G_meta draws every member's meta-training settings each "
+      "generation; D_meta-opt judges each meta-training curve. Diversity is the mean distance "
+      "of the members' updates on a fixed probe from their mean, over the mean update norm.", "",
       common.markdown_table(
-          ["task", "optimizer", "final train loss", "test loss", "test accuracy",
-           "steps to Adam's final loss", "seeds reaching it"],
-          [[r["task"], r["optimizer"], r["final_train_loss"], r["test_loss"], r["test_accuracy"],
-            r["steps_to_adam_final_loss"], f"{r['runs_reaching_adam_final_loss']}/{r['seeds']}"]
-           for r in summary]),
+          ["generation", "diversity", "best validation score", "D_meta-opt held-out pair order",
+           "G_meta P(tbptt, es, pes)", "replaced (non-finite)"],
+          [[r["step"], r["diversity"], r["best_score"], r["d_meta_opt_heldout_ranking_accuracy"],
+            ", ".join(f"{p:.2f}" for p in r["g_meta"]["estimator"]), len(r["replaced_nonfinite"])]
+           for r in exploration]),
+      "What G_meta chose for each member (improvement = drop of the validation score over the "
+      "generation; D = D_meta-opt's probability that the curve converges):", "",
+      common.markdown_table(
+          ["gen", "slot", "estimator", "meta lr", "tasks", "horizon start", "improvement", "D",
+           "score"],
+          [[c["generation"], c["slot"], c["estimator"], c["meta_learning_rate"],
+            c["tasks_per_meta_step"], c["horizon_start_fraction"], c["improvement"],
+            c["d_meta_opt_converges"], c["validation_score"]] for c in chosen]),
+      "D_meta-opt's held-out pair order is the fraction of member pairs of a generation that it "
+      "ranks in the order of their improvements before it trains on them (0.5 is chance); mean "
+      f"{report['d_meta_opt_heldout_ranking_accuracy']}.", "",
+      "Held-out tasks, the best rule of phase 2 against tuned baselines:", "",
+      _heldout_table(summary, "phase2_population"),
+      "## Phase 3: self-reference", "",
+      f"The best {c3.members} rules of phase 2 each update their own meta-parameters with their "
+      f"own update, in blocks of {c3.block_steps} meta-steps ({c3.num_tasks} tasks each), up "
+      f"to {c3.steps} steps. The residual is the relative change over a block of the rule's "
+      "update on the probe (and of its meta-parameters); the phase stops when every rule's "
+      f"probe residual stays under {c3.tolerance} for {c3.patience} blocks.", "",
+      common.markdown_table(
+          ["step", "probe residual", "meta-parameter residual", "mean meta-loss",
+           "validation score"],
+          [[r["step"], ", ".join(f"{x:.3g}" for x in r["function_residual"]),
+            ", ".join(f"{x:.3g}" for x in r["param_residual"]),
+            ", ".join(f"{np.mean(x):.4g}" for x in r["meta_loss"]),
+            ", ".join(f"{x:.4g}" for x in r["validation_score"])] for r in self_reference]),
+      f"Fixed point reached: {report['self_reference']['fixed_point_reached']}. G* is the best "
+      f"validated rule of this phase (score {g_star_score:.4f}; the best of phase 2 scored "
+      f"{float(np.min(np.asarray(phase2_scores))):.4f}).", "",
+      "## Phase 4: G* on held-out tasks", "",
+      _heldout_table(summary, "g_star"),
       "Tuned learning rates: " + "; ".join(
           f"{k}: Adam {v['adam_learning_rate']:g}, SGD {v['sgd_learning_rate']:g}"
           for k, v in tuned.items()) + ".", "",
-      "Learned test loss over tuned Adam's on digits (goal: at most 1.10): " + ", ".join(
+      "Steps to reach tuned Adam's final training loss, G* over tuned Adam (a seed that never "
+      "reaches it counts as the whole run): digits (goal at most 0.8) "
+      f"{digits_goal}; character model (goal at most 1.0) {chars_goal}.", "",
+      "The same ratio for every phase's rule:", "",
+      common.markdown_table(["rule"] + [result["records"][0]["task"] for result in results],
+                            [[rule] + [ratios[rule][result["records"][0]["task"]]
+                                       for result in results] for rule, _ in PHASE_RULES]),
+      "G* test loss over tuned Adam's: " + ", ".join(
           f"{k}: {v:.3f}" for k, v in sorted(test_loss_ratio.items())) + ".", "",
-      f"Inner runs quarantined for non-finite values during meta-training: {quarantined}.", "",
-      "Plots: `meta_training.png` (imitation and meta-training curves) and "
-      "`heldout_curves.png` (held-out training curves of each optimizer).", "",
+      "G* is saved as `g_star.json`; `autogan_jax.optim.g_star(path=...)` turns it into an "
+      "optax transformation.", "",
+      "Time of each phase in this process (a resumed run counts only what it ran): " + "; ".join(
+          f"{k} {v['wall_s']:.0f} s wall, {v['cpu_s']:.0f} s CPU"
+          for k, v in (phase_seconds or {}).items()) + ".", "",
+      "Plots: `meta_training.png` (meta-loss of every phase), `exploration.png` (diversity and "
+      "best score per generation), `self_reference.png` (fixed-point residual and meta-loss of "
+      "phase 3) and `heldout_curves.png` (held-out training curves).", "",
   ]
   common.write_report(workdir, report, "\n".join(lines))
-  _plot_meta_training(workdir, records)
+  _plot_meta_training(workdir, imitation, exploration, self_reference)
+  _plot_self_reference(workdir, self_reference, config.self_reference.tolerance)
+  _plot_exploration(workdir, exploration)
   _plot_heldout(workdir, results)

@@ -127,6 +127,21 @@ class MetricsLog:
     self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
+class PhaseClock:
+  """Wall-clock and process CPU seconds of each phase of a run, in this process."""
+
+  def __init__(self):
+    self.laps: dict[str, dict[str, float]] = {}
+    self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+  def lap(self, name: str) -> None:
+    wall, cpu = time.perf_counter(), time.process_time()
+    self.laps[name] = {"wall_s": wall - self._wall, "cpu_s": cpu - self._cpu}
+    logging.info("%s took %.1f s (%.1f s of CPU time).", name, wall - self._wall,
+                 cpu - self._cpu)
+    self._wall, self._cpu = wall, cpu
+
+
 def write_report(workdir: pathlib.Path, report: Mapping[str, Any], markdown: str) -> None:
   """Write `report.json` and `report.md`."""
   (workdir / "report.json").write_text(json.dumps(to_builtin(report), indent=2) + "\n")

@@ -24,14 +24,10 @@ def _run(args, timeout=900, driver=None):
                         timeout=timeout)
 
 
-def _final_meta_params(workdir: pathlib.Path, step: int):
-  checkpointer = RunCheckpointer(workdir / "checkpoints" / "meta_train")
-  assert checkpointer.latest_step() == step
-  path = workdir / "checkpoints" / "meta_train" / str(step)
-  import orbax.checkpoint as ocp
-  restored = ocp.StandardCheckpointer().restore(path / "default")
-  return restored["meta_params"] | {
-      f"best_{name}": value for name, value in restored["best_meta_params"].items()}
+def _exploration_records(workdir: pathlib.Path):
+  records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  return [{k: v for k, v in r.items() if k != "seconds"} for r in records
+          if r["phase"] in ("exploration", "self_reference")]
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +38,16 @@ def smoke_workdir(tmp_path_factory):
   return workdir
 
 
-def test_smoke_report_holds_comparison(smoke_workdir):
+def test_smoke_report_holds_every_phase(smoke_workdir):
   report = json.loads((smoke_workdir / "report.json").read_text())
   heldout = report["heldout"]
   tasks = {r["task"] for r in heldout}
   # The smoke preset evaluates one held-out digits task and the character model.
   assert len(tasks) == 2
   assert any(t.startswith("stdlib_chars") for t in tasks)
-  assert {r["optimizer"] for r in heldout} == {"learned", "adam_tuned", "sgd_momentum"}
-  assert len(heldout) == 2 * 3 * 3
+  rules = {"phase1_imitation", "phase2_population", "g_star"}
+  assert {r["optimizer"] for r in heldout} == rules | {"adam_tuned", "sgd_momentum"}
+  assert len(heldout) == 2 * 5 * 3
   expected_keys = {"task", "optimizer", "seed", "final_train_loss", "test_loss",
                    "test_accuracy", "steps_to_adam_final_loss"}
   for record in heldout:
@@ -65,19 +62,48 @@ def test_smoke_report_holds_comparison(smoke_workdir):
   assert all(lr in grid for lr in report["tuned_adam_learning_rate"].values())
   assert report["tuning_runs_total"] == 2 * (5 + 5) * 3
   assert set(report["imitation_relative_error"]) == {t for t in tasks if t.startswith("digits")}
-  for name in ("report.md", "metrics.jsonl", "meta_training.png", "heldout_curves.png"):
+  assert set(report["steps_to_adam_final_loss_ratio"]) == rules
+  for ratios in report["steps_to_adam_final_loss_ratio"].values():
+    assert set(ratios) == tasks
+    assert all(0.0 <= v <= 10.0 for v in ratios.values())
+  # Phase 2: every member of both generations got its settings from G_meta.
+  assert len(report["g_meta_choices"]) == 2 * 3
+  assert {c["estimator"] for c in report["g_meta_choices"]} == {"tbptt"}
+  assert all(c["tasks_per_meta_step"] in (2, 4, 8) for c in report["g_meta_choices"])
+  assert len(report["diversity"]) == 2 and all(d > 0 for d in report["diversity"])
+  # Phase 3: a residual per block and rule, and G* no worse than phase 2's best.
+  residuals = report["self_reference"]["function_residual"]
+  assert len(residuals) == 2 and all(len(r) == 2 for r in residuals)
+  assert report["g_star_validation_score"] <= min(report["phase2_best_validation_scores"]) + 1e-6
+  for name in ("report.md", "metrics.jsonl", "meta_training.png", "heldout_curves.png",
+               "exploration.png", "self_reference.png", "g_star.json"):
     assert (smoke_workdir / name).stat().st_size > 0
   markdown = (smoke_workdir / "report.md").read_text()
-  assert "adam_tuned" in markdown
-  assert "Imitation of Adam" in markdown
+  for heading in ("Phase 1: imitation of Adam", "Phase 2: population exploration",
+                  "Phase 3: self-reference", "Phase 4: G* on held-out tasks"):
+    assert heading in markdown
+
+
+def test_saved_g_star_is_an_optax_rule(smoke_workdir):
+  from autogan_jax import optim
+  params, info = optim.load_rule(smoke_workdir / "g_star.json")
+  assert info["preset"] == "smoke"
+  tx = optim.g_star(path=smoke_workdir / "g_star.json")
+  x = {"w": np.ones(3, np.float32)}
+  updates, _ = tx.update({"w": np.ones(3, np.float32)}, tx.init(x), x)
+  assert np.all(np.isfinite(updates["w"])) and np.any(updates["w"] != 0)
+  scaled = optim.g_star(learning_rate=2 * float(np.exp(params["log_lr"])),
+                        path=smoke_workdir / "g_star.json")
+  doubled, _ = scaled.update({"w": np.ones(3, np.float32)}, scaled.init(x), x)
+  np.testing.assert_allclose(doubled["w"], 2 * updates["w"], rtol=1e-5)
 
 
 def test_smoke_metrics_cover_every_step(smoke_workdir):
   records = [json.loads(line) for line in
              (smoke_workdir / "metrics.jsonl").read_text().splitlines()]
-  meta_steps = [r["step"] for r in records if r["phase"] == "meta_train"]
-  assert meta_steps == list(range(1, 11))
-  assert all("quarantined_total" in r for r in records if r["phase"] == "meta_train")
+  assert [r["step"] for r in records if r["phase"] == "imitation"] == list(range(1, 11))
+  assert [r["step"] for r in records if r["phase"] == "exploration"] == [1, 2]
+  assert [r["step"] for r in records if r["phase"] == "self_reference"] == [2, 4]
 
 
 def test_rerun_of_finished_run_resumes_without_training(smoke_workdir):
@@ -86,10 +112,11 @@ def test_rerun_of_finished_run_resumes_without_training(smoke_workdir):
   assert result.returncode == 0, result.stderr[-4000:]
   assert (smoke_workdir / "metrics.jsonl").read_text() == before
   assert "resumed from the checkpoint of step 10" in result.stderr
+  assert "exploration: resumed from the checkpoint of generation 2" in result.stderr
 
 
-# Runs the main job, but SIGKILLs the process when meta-training is about to
-# write the checkpoint of step 6, so the newest checkpoint on disk is step 4.
+# Runs the main job, but SIGKILLs the process when population exploration is
+# about to write the checkpoint of generation 2, so the newest one on disk is 1.
 KILLING_DRIVER = textwrap.dedent("""
     import os, signal, sys
     from absl import app
@@ -99,7 +126,7 @@ KILLING_DRIVER = textwrap.dedent("""
     original_save = manager.RunCheckpointer.save
 
     def save(self, step, state):
-      if self.directory.name == "meta_train" and step == 6:
+      if self.directory.name == "exploration" and step == 2:
         os.kill(os.getpid(), signal.SIGKILL)
       original_save(self, step, state)
 
@@ -109,23 +136,19 @@ KILLING_DRIVER = textwrap.dedent("""
 """)
 
 
-def test_sigkill_during_meta_training_then_resume_matches(smoke_workdir, tmp_path):
-  args = [f"--workdir={tmp_path}", SMOKE, "--config.checkpoint_every=2",
-          "--config.eval.enabled=False"]
+def test_sigkill_during_exploration_then_resume_matches(smoke_workdir, tmp_path):
+  args = [f"--workdir={tmp_path}", SMOKE, "--config.eval.enabled=False"]
   killed = _run(args, driver=KILLING_DRIVER)
   assert killed.returncode == -9, killed.stderr[-4000:]
-  assert RunCheckpointer(tmp_path / "checkpoints" / "meta_train").latest_step() == 4
+  assert RunCheckpointer(tmp_path / "checkpoints" / "exploration").latest_step() == 1
 
   resumed = _run(args)
   assert resumed.returncode == 0, resumed.stderr[-4000:]
-  assert "meta_train: resumed from the checkpoint of step 4" in resumed.stderr
-
-  ours = _final_meta_params(tmp_path, 10)
-  uninterrupted = _final_meta_params(smoke_workdir, 10)
-  for name in uninterrupted:
-    np.testing.assert_array_equal(ours[name], uninterrupted[name], err_msg=name)
-  records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-  assert [r["step"] for r in records if r["phase"] == "meta_train"] == list(range(1, 11))
+  assert "exploration: resumed from the checkpoint of generation 1" in resumed.stderr
+  ours = json.loads((tmp_path / "g_star.json").read_text())
+  uninterrupted = json.loads((smoke_workdir / "g_star.json").read_text())
+  assert ours["meta_params"] == uninterrupted["meta_params"]
+  assert _exploration_records(tmp_path) == _exploration_records(smoke_workdir)
 
 
 def test_invalid_config_fails_before_compute(tmp_path):
