@@ -3,9 +3,9 @@
 Presets: `default` and `smoke` are sized for two CPU cores; `large` is for a GPU
 or TPU and runs the same code. The default's three seeds took 29 minutes of wall
 time on two CPU cores shared with other jobs (load average 13 to 17), about
-11 minutes per seed. Under the same load the smoke preset, with a few steps per
-stage, took half or more of each part's default time, so compilation, not the
-step counts, dominates on CPU.
+11 minutes per seed. Under similar load the smoke preset, with a few steps per
+stage, took from a third to over half of each part's default time, so much of
+that time is compilation rather than training steps.
 """
 
 import ml_collections
