@@ -13,7 +13,7 @@ import ml_collections
 
 def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  # Every part runs once per seed; the report gives the mean and spread over seeds.
+  # Every part runs once per seed, and the report gives the mean and spread over seeds.
   config.seeds = (0, 1, 2)
   config.parts = ("sampling", "calibration", "ensemble")
 
