@@ -4,15 +4,18 @@
       --config=experiments/configs/output_level.py:default
 
 Each part's work is a library call (`sampling.benchmark`, `calibration.benchmark`,
-`ensemble.benchmark`). Trained language models and classifiers are saved as orbax
-checkpoints and each finished part as `phases/PART.json`, so a rerun with the
-same workdir skips what is done.
+`ensemble.benchmark`). Every part runs once per seed in `config.seeds`, under
+`seed_S/` in the workdir, and the report gives the mean and spread over seeds
+first and the detail of the first seed after. Trained language models and
+classifiers are saved as orbax checkpoints and each finished part as
+`seed_S/phases/PART.json`, so a rerun with the same workdir skips what is done.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
+import time
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +36,7 @@ from autogan_jax.sampling import benchmark as sampling_benchmark
 from autogan_jax.sampling import evaluation
 from autogan_jax.tasks import hmm
 from experiments import common
+from experiments import output_level_summary
 
 _CONFIG, _WORKDIR = common.define_run_flags(
     "experiments/configs/output_level.py:default", "", "Experiment settings.",
@@ -42,7 +46,7 @@ PARTS = ("sampling", "calibration", "ensemble")
 POSITIVE_INT = core.IntRange(1)
 POSITIVE_FLOAT = core.FloatRange(0.0, low_inclusive=False)
 SCHEMA = {
-    "seed": core.IntRange(0),
+    "seeds": core.SequenceOf(core.IntRange(0)),
     "parts": core.SequenceOf(core.OneOf(PARTS)),
     "learning_rate": POSITIVE_FLOAT,
     "hmm.num_states": POSITIVE_INT,
@@ -75,6 +79,8 @@ SCHEMA = {
     "ensemble.depth": POSITIVE_INT,
     "ensemble.member_steps": POSITIVE_INT,
     "ensemble.student_width": POSITIVE_INT,
+    "ensemble.char_widths": core.SequenceOf(POSITIVE_INT),
+    "ensemble.char_student_width": POSITIVE_INT,
     "ensemble.distill_steps": POSITIVE_INT,
     "ensemble.dirichlet_weight": core.FloatRange(0.0),
     "ensemble.adversarial_steps": core.IntRange(0),
@@ -88,6 +94,9 @@ CHAR_CALIBRATION_POSITIONS = 4096
 def validate_config(config) -> None:
   """Reject an invalid config before any compute."""
   core.validate(config, SCHEMA)
+  if len(set(config.seeds)) != len(config.seeds):
+    raise core.ConfigError(f"Invalid config: seeds={tuple(config.seeds)} has repeated "
+                           "values; expected distinct seeds.")
 
 
 # --- Shared pieces: training with checkpoints, and cached parts --------------------------------
@@ -127,22 +136,31 @@ def train_task(task, key: jax.Array, steps: int, learning_rate: float, workdir: 
 
 
 def cached_part(workdir: pathlib.Path, name: str, compute):
-  """Return the saved result of part `name`, or compute it and save it as JSON."""
+  """Return the saved result of part `name`, or compute it and save it as JSON.
+
+  The result gets a `seconds` entry: the wall time of the compute that made it.
+  """
   path = workdir / "phases" / f"{name}.json"
   if path.exists():
     logging.info("Part %s is done; reading %s.", name, path)
     return json.loads(path.read_text())
+  start = time.perf_counter()
   result = common.to_builtin(compute())
+  result["seconds"] = time.perf_counter() - start
+  logging.info("Part %s took %.1f s.", name, result["seconds"])
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(result, indent=1))
   return result
 
 
+def char_text(config) -> tasks.datasets.TextSplits:
+  return tasks.datasets.load_stdlib_text(max_chars=config.char.max_chars,
+                                         max_eval_chars=max(config.char.max_chars // 10, 20_000))
+
+
 def char_model(config, key: jax.Array, workdir: pathlib.Path):
   """Return the character task and its trained parameters."""
-  text = tasks.datasets.load_stdlib_text(max_chars=config.char.max_chars,
-                                         max_eval_chars=max(config.char.max_chars // 10, 20_000))
-  task = tasks.char_task(width=config.char.width, data=text)
+  task = tasks.char_task(width=config.char.width, data=char_text(config))
   params = train_task(task, key, config.char.lm_steps, config.learning_rate, workdir, "char_lm")
   return task, params
 
@@ -158,9 +176,9 @@ def sampler_transforms(config):
   return optax.adam(config.sampler.g_learning_rate), optax.adam(config.sampler.d_learning_rate)
 
 
-def run_hmm_sampling(config, keys: dict, workdir: pathlib.Path) -> dict:
+def run_hmm_sampling(config, seed: int, keys: dict, workdir: pathlib.Path) -> dict:
   c = config.hmm
-  corpus = hmm.load_hmm_corpus(seed=config.seed, num_states=c.num_states,
+  corpus = hmm.load_hmm_corpus(seed=seed, num_states=c.num_states,
                                vocab_size=c.vocab_size, length=c.length, num_train=c.num_train,
                                num_eval=max(c.eval_sequences, 2))
   task = hmm.hmm_lm_task(context=c.lm_context, width=c.lm_width, data=corpus)
@@ -278,7 +296,9 @@ def plot_front(path: pathlib.Path, result: dict, title: str) -> None:
 
 # --- Calibration ---------------------------------------------------------------------------------
 
-def run_calibration(config, keys: dict, workdir: pathlib.Path) -> dict:
+def run_calibration(config, keys: dict, workdir: pathlib.Path,
+                    plot_dir: pathlib.Path | None) -> dict:
+  """Compare the calibrators on digits and the character model; plot into `plot_dir` if set."""
   c = config.calibration
   results = {}
 
@@ -304,9 +324,10 @@ def run_calibration(config, keys: dict, workdir: pathlib.Path) -> dict:
     outcome, predictions, extra = calibration_benchmark.compare_calibrators(
         fit_logits, fit_labels, test_logits, test_labels, keys[f"calibration_{name}"],
         gan_steps=c.gan_steps, gan_d_steps=c.gan_d_steps)
-    calibration.plot_reliability(workdir / f"reliability_{name}.png", predictions,
-                                 jnp.asarray(test_labels),
-                                 f"{name}: fitted on valid, scored on test")
+    if plot_dir is not None:
+      calibration.plot_reliability(plot_dir / f"reliability_{name}.png", predictions,
+                                   jnp.asarray(test_labels),
+                                   f"{name}: fitted on valid, scored on test")
     results[name] = {"metrics": outcome, "temperature": extra["temperature"],
                      "g_cal_temperature_range": extra["g_cal_temperature_range"],
                      "fit_examples": int(len(fit_labels)), "test_examples": int(len(test_labels))}
@@ -315,30 +336,41 @@ def run_calibration(config, keys: dict, workdir: pathlib.Path) -> dict:
 
 # --- Ensemble ------------------------------------------------------------------------------------
 
-def run_ensemble(config, keys: dict) -> dict:
+def run_ensemble(config, seed: int, key: jax.Array, data: str) -> dict:
+  """Run the ensemble benchmark on `data`: "digits" or "stdlib_chars"."""
   c = config.ensemble
-  spec = ensemble.EnsembleSpec(num_members=c.num_members, widths=tuple(c.widths), depth=c.depth)
-  return ensemble_benchmark.run_benchmark(
-      spec, keys["ensemble"], member_steps=c.member_steps, student_width=c.student_width,
-      distill_steps=c.distill_steps, adversarial_steps=c.adversarial_steps,
-      mimo_heads=c.mimo_heads, mimo_steps=c.mimo_steps, dirichlet_weight=c.dirichlet_weight,
-      tx=optax.adam(config.learning_rate))
+  if data == "digits":
+    spec = ensemble.EnsembleSpec(num_members=c.num_members, widths=tuple(c.widths),
+                                 depth=c.depth)
+    problem = ensemble_benchmark.digits_problem(spec, c.student_width, seed=seed)
+  else:
+    spec = ensemble.EnsembleSpec(num_members=c.num_members, widths=tuple(c.char_widths),
+                                 depth=1)
+    problem = ensemble_benchmark.char_problem(spec, c.char_student_width, char_text(config),
+                                              seed=seed)
+  return ensemble_benchmark.run_problem(
+      problem, spec, key, member_steps=c.member_steps, distill_steps=c.distill_steps,
+      adversarial_steps=c.adversarial_steps, mimo_heads=c.mimo_heads, mimo_steps=c.mimo_steps,
+      dirichlet_weight=c.dirichlet_weight, tx=optax.adam(config.learning_rate))
 
 
-def plot_ensemble(path: pathlib.Path, result: dict) -> None:
+def plot_ensemble(path: pathlib.Path, methods: dict, title: str) -> None:
+  """Plot each method's mean test NLL over seeds, with the sample standard deviation as bars."""
   import matplotlib
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt
 
-  names = ["ensemble", "g_ensemble", "g_ensemble_distilled_only", "mimo", "single_member",
-           "member_mean"]
-  nll = [result["results"][n]["nll"] for n in names]
+  names = list(output_level_summary.ENSEMBLE_METHODS)
+  nll = [methods[n]["nll"]["mean"] for n in names]
+  spread = [methods[n]["nll"]["std"] for n in names]
   fig, ax = plt.subplots(figsize=(7.0, 3.6))
-  ax.bar(range(len(names)), nll, color=["black", "red", "salmon", "tab:blue", "gray", "silver"])
-  ax.axhline(1.05 * result["results"]["ensemble"]["nll"], color="k", linestyle="--", linewidth=1,
+  ax.bar(range(len(names)), nll, yerr=spread, capsize=4,
+         color=["black", "red", "salmon", "tab:blue", "gray", "silver"])
+  ax.axhline(1.05 * methods["ensemble"]["nll"]["mean"], color="k", linestyle="--", linewidth=1,
              label="ensemble NLL + 5%")
   ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
   ax.set_ylabel("test NLL (nats)")
+  ax.set_title(title, fontsize=10)
   ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
@@ -378,9 +410,35 @@ def sampling_markdown(name: str, result: dict, config, judge: str) -> str:
   return "\n".join(lines) + "\n"
 
 
-def build_markdown(report: dict, config) -> str:
-  parts = [f"# Output level\n\nSeed {config.seed}; one run of each method (no averaging over "
-           "seeds). Every figure is on the test split unless it says otherwise.\n"]
+def ensemble_markdown(data: str, result: dict, config) -> str:
+  r = result["results"]
+  ratio = {k: ("n/a" if v is None else f"{v:.4f}")
+           for k, v in result["cost_ratios"]["g_ensemble"].items()}
+  goals = output_level_summary.ensemble_goals(r)
+  lines = [
+      f"### {data}\n\n{config.ensemble.num_members} members (widths "
+      f"{result['member_widths']}) trained on the train split; scored on the "
+      f"{result['test_set']}.\n\n"
+      f"**G_ensemble NLL within 5% of the ensemble: {goals['within_5_percent']}; better than a "
+      f"single member: {goals['better_than_single']}; better than MIMO: "
+      f"{goals['better_than_mimo']}. Cost ratio G_ensemble / ensemble: multiply-adds "
+      f"{ratio['multiply_adds']}, XLA FLOPs {ratio['xla_flops']}, wall time "
+      f"{ratio['seconds']}.** Correlation of G_ensemble's Dirichlet spread with the "
+      f"members' variance over test inputs: {result['disagreement_correlation']:.4f}.\n"]
+  rows = [[n, m["nll"], m["accuracy"], m["ece"]] for n, m in r.items()]
+  lines.append(common.markdown_table(["method", "NLL", "accuracy", "ECE (15 bins)"], rows))
+  rows = [[n, c["multiply_adds"], c["xla_flops"], c["seconds"]]
+          for n, c in result["costs"].items()]
+  lines.append("\nCosts, measured in this run (wall time: median of repeated forward passes "
+               "over the test set):\n\n" + common.markdown_table(
+                   ["predictor", "multiply-adds per example", "XLA FLOPs", "seconds"], rows))
+  return "\n".join(lines)
+
+
+def build_markdown(report: dict, config, seed: int) -> str:
+  """Render one seed's detail: every method's figures from that single run."""
+  parts = [f"# Detail of seed {seed}\n\nOne run of each method with seed {seed} (no averaging). "
+           "Every figure is on the test split unless it says otherwise.\n"]
   if "sampling" in report:
     parts.append(
         "## Learned sampling\n\n"
@@ -416,79 +474,100 @@ def build_markdown(report: dict, config) -> str:
                m["nll"], m["brier"]] for n, m in metrics.items()]
       parts.append(common.markdown_table(headers, rows))
   if "ensemble" in report:
-    result = report["ensemble"]
-    r = result["results"]
-    ratio = {k: ("n/a" if v is None else f"{v:.4f}")
-             for k, v in result["cost_ratios"]["g_ensemble"].items()}
-    within = r["g_ensemble"]["nll"] <= 1.05 * r["ensemble"]["nll"]
-    better = (r["g_ensemble"]["nll"] < r["single_member"]["nll"]
-              and r["g_ensemble"]["nll"] < r["mimo"]["nll"])
-    parts.append(
-        "## Ensemble in one pass\n\n"
-        f"{config.ensemble.num_members} members (widths {result['member_widths']}), digits "
-        "train split; scored on the digits test split (360 images). `single_member` is member 0; "
-        "`member_mean` averages the members' own figures. Plot: `ensemble.png`.\n\n"
-        f"**G_ensemble NLL within 5% of the ensemble: {within}; better than a single member and "
-        f"MIMO: {better}. Cost ratio G_ensemble / ensemble: multiply-adds "
-        f"{ratio['multiply_adds']}, XLA FLOPs {ratio['xla_flops']}, wall time "
-        f"{ratio['seconds']}.** Correlation of G_ensemble's Dirichlet spread with the "
-        f"members' variance over test inputs: {result['disagreement_correlation']:.4f}.\n")
-    rows = [[n, m["nll"], m["accuracy"], m["ece"]] for n, m in r.items()]
-    parts.append(common.markdown_table(["method", "NLL", "accuracy", "ECE (15 bins)"], rows))
-    rows = [[n, c["multiply_adds"], c["xla_flops"], c["seconds"]]
-            for n, c in result["costs"].items()]
-    parts.append("\nCosts, measured in this run (wall time: median of repeated forward passes over "
-                 "the test split):\n\n" + common.markdown_table(
-                     ["predictor", "multiply-adds per example", "XLA FLOPs", "seconds"], rows))
+    parts.append("## Ensemble in one pass\n\n`single_member` is member 0; `member_mean` "
+                 "averages the members' own figures. Plots (mean over seeds): "
+                 "`ensemble_digits.png`, `ensemble_stdlib_chars.png`.\n")
+    for data, result in report["ensemble"].items():
+      parts.append(ensemble_markdown(data, result, config))
   return "\n".join(parts)
 
 
-def log_part(metrics_log: common.MetricsLog, phase: str, records: list[dict]) -> None:
-  """Replace the phase's records in metrics.jsonl, so a rerun writes no duplicates."""
-  metrics_log.truncate_after(phase, -1)
-  for record in records:
-    metrics_log.append({"phase": phase, "step": 0, **record})
-
-
-def run(config, workdir: pathlib.Path) -> dict:
-  """Run the parts named in `config.parts` into `workdir` and write the report."""
-  validate_config(config)
+def run_seed(config, seed: int, workdir: pathlib.Path, plot_dir: pathlib.Path | None,
+             metrics_log: common.MetricsLog) -> dict:
+  """Run the parts named in `config.parts` with one seed, caching each under `workdir`."""
   names = ("hmm_lm", "hmm_truth", "hmm_sampler", "sampling_eval", "char_lm", "char_sampler",
-           "digits", "calibration_digits", "calibration_stdlib_chars", "ensemble")
-  keys = core.split_named(core.as_key(config.seed), names)
-  metrics_log = common.MetricsLog(workdir)
+           "digits", "calibration_digits", "calibration_stdlib_chars", "ensemble",
+           "ensemble_chars")
+  keys = core.split_named(core.as_key(seed), names)
   report = {}
+  seconds = {}
 
   if "sampling" in config.parts:
     hmm_result = cached_part(workdir, "sampling_hmm",
-                             lambda: run_hmm_sampling(config, keys, workdir))
+                             lambda: run_hmm_sampling(config, seed, keys, workdir))
     char_result = cached_part(workdir, "sampling_chars",
                               lambda: run_char_sampling(config, keys, workdir))
     report["sampling"] = {"hmm": hmm_result, "chars": char_result}
-    plot_front(workdir / "sampling_hmm.png", hmm_result,
-               "Hidden Markov language: exact log-likelihood against entropy")
-    plot_front(workdir / "sampling_chars.png", char_result,
-               "Standard-library characters: trigram-judge log-likelihood against entropy")
-    log_part(metrics_log, "sampling", [
-        {"language": language, **result["learned"], "margin": result["comparison"]["margin"]}
-        for language, result in report["sampling"].items()])
+    seconds.update(sampling_hmm=hmm_result["seconds"], sampling_chars=char_result["seconds"])
+    if plot_dir is not None:
+      plot_front(plot_dir / "sampling_hmm.png", hmm_result,
+                 f"Hidden Markov language (seed {seed}): exact log-likelihood against entropy")
+      plot_front(plot_dir / "sampling_chars.png", char_result,
+                 f"Standard-library characters (seed {seed}): trigram-judge log-likelihood "
+                 "against entropy")
+    for language, result in report["sampling"].items():
+      metrics_log.append({"phase": "sampling", "step": 0, "seed": seed, "language": language,
+                          **result["learned"], "margin": result["comparison"]["margin"]})
 
   if "calibration" in config.parts:
     report["calibration"] = cached_part(workdir, "calibration",
-                                        lambda: run_calibration(config, keys, workdir))
-    log_part(metrics_log, "calibration", [
-        {"data": name, "g_cal_ece": result["metrics"]["g_cal"]["ece"],
-         "temperature_ece": result["metrics"]["temperature"]["ece"]}
-        for name, result in report["calibration"].items()])
+                                        lambda: run_calibration(config, keys, workdir, plot_dir))
+    seconds["calibration"] = report["calibration"].pop("seconds")
+    for name, result in report["calibration"].items():
+      metrics_log.append({"phase": "calibration", "step": 0, "seed": seed, "data": name,
+                          "g_cal_ece": result["metrics"]["g_cal"]["ece"],
+                          "temperature_ece": result["metrics"]["temperature"]["ece"]})
 
   if "ensemble" in config.parts:
-    report["ensemble"] = cached_part(workdir, "ensemble", lambda: run_ensemble(config, keys))
-    plot_ensemble(workdir / "ensemble.png", report["ensemble"])
-    log_part(metrics_log, "ensemble", [
-        {f"{name}_nll": m["nll"] for name, m in report["ensemble"]["results"].items()}])
+    report["ensemble"] = {
+        "digits": cached_part(workdir, "ensemble",
+                              lambda: run_ensemble(config, seed, keys["ensemble"], "digits")),
+        "stdlib_chars": cached_part(
+            workdir, "ensemble_chars",
+            lambda: run_ensemble(config, seed, keys["ensemble_chars"], "stdlib_chars")),
+    }
+    for data, result in report["ensemble"].items():
+      seconds[f"ensemble_{data}"] = result["seconds"]
+      metrics_log.append({"phase": "ensemble", "step": 0, "seed": seed, "data": data,
+                          **{f"{name}_nll": m["nll"] for name, m in result["results"].items()}})
+  report["seconds"] = seconds
+  return report
 
-  report["config"] = config.to_dict()
-  common.write_report(workdir, report, build_markdown(report, config))
+
+def run(config, workdir: pathlib.Path) -> dict:
+  """Run every seed of `config.seeds` into `workdir` and write the report over seeds.
+
+  Plots of single runs (sampling fronts, reliability diagrams) show the first seed.
+  """
+  validate_config(config)
+  metrics_log = common.MetricsLog(workdir)
+  for phase in PARTS:
+    metrics_log.truncate_after(phase, -1)
+  per_seed = {}
+  for index, seed in enumerate(config.seeds):
+    logging.info("Seed %d (%d of %d).", seed, index + 1, len(config.seeds))
+    per_seed[seed] = run_seed(config, seed, workdir / f"seed_{seed}",
+                              workdir if index == 0 else None, metrics_log)
+
+  summary = output_level_summary.summarize(per_seed)
+  if "ensemble" in summary:
+    for data, result in summary["ensemble"].items():
+      plot_ensemble(workdir / f"ensemble_{data}.png", result["methods"],
+                    f"{data}: mean test NLL over seeds {list(config.seeds)}, bars one sample "
+                    "standard deviation")
+  first = config.seeds[0]
+  report = {"summary": summary, "per_seed": per_seed, "config": config.to_dict()}
+  report.update(per_seed[first])
+  columns = sorted(per_seed[first]["seconds"])
+  timing_rows = [[seed, *[r["seconds"].get(k) for k in columns]] for seed, r in per_seed.items()]
+  markdown = "\n".join([
+      "# Output level\n",
+      output_level_summary.summary_markdown(summary),
+      "Wall seconds per part and seed, recorded when the part was computed:\n",
+      common.markdown_table(["seed", *columns], timing_rows),
+      "",
+      build_markdown(per_seed[first], config, first)])
+  common.write_report(workdir, report, markdown)
   return report
 
 

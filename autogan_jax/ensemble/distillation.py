@@ -16,7 +16,9 @@ Training has two stages.
    G's distribution of member-like predictions from the ensemble's, input by input.
 
 Distillation inputs are training images and mixtures of two of them with noise,
-because on the training images alone the members agree and show no spread.
+because on the training images alone the members agree and show no spread. For
+token windows (the character model) the second half are training windows with
+some tokens replaced at random (`draw_token_windows`).
 """
 
 from __future__ import annotations
@@ -58,25 +60,53 @@ def augment_inputs(key: jax.Array, x: jax.Array, batch_size: int, noise: float =
   return jnp.clip(jnp.where(keep, a, mixed), 0.0, 1.0)
 
 
+def draw_token_windows(key: jax.Array, stream: jax.Array, context: int, batch_size: int,
+                       vocab_size: int, corrupt_rate: float = 0.25) -> jax.Array:
+  """Draw a batch of half plain training windows and half windows with corrupted tokens.
+
+  Args:
+    key: PRNG key.
+    stream: the training token stream [T].
+    context: tokens per window.
+    batch_size: windows per batch.
+    vocab_size: tokens are replaced by uniform draws from `range(vocab_size)`.
+    corrupt_rate: chance that each token of the second half is replaced.
+
+  Returns:
+    Integer windows [batch_size, context].
+  """
+  k_start, k_mask, k_token = jax.random.split(key, 3)
+  starts = jax.random.randint(k_start, (batch_size,), 0, stream.shape[0] - context)
+  windows = stream[starts[:, None] + jnp.arange(context)[None, :]]
+  replace = jax.random.bernoulli(k_mask, corrupt_rate, windows.shape)
+  replace &= (jnp.arange(batch_size) >= batch_size // 2)[:, None]
+  noise = jax.random.randint(k_token, windows.shape, 0, vocab_size)
+  return jnp.where(replace, noise, windows)
+
+
 def _smooth(probs: jax.Array) -> jax.Array:
   return (1.0 - PROB_SMOOTHING) * probs + PROB_SMOOTHING / probs.shape[-1]
 
 
-def distill(apply: Callable, init_params, members_fn: Callable, x_pool: jax.Array,
+def distill(apply: Callable, init_params, members_fn: Callable, x_pool: jax.Array | None,
             key: jax.Array, *, steps: int = 3000, batch_size: int = 128,
-            dirichlet_weight: float = 0.1, tx: optax.GradientTransformation | None = None):
+            dirichlet_weight: float = 0.1, tx: optax.GradientTransformation | None = None,
+            draw_inputs: Callable | None = None):
   """Fit G_ensemble to the ensemble by distillation (stage 1).
 
   Args:
     apply: `apply(params, x) -> logits` of G_ensemble's network.
     init_params: its initial parameters.
     members_fn: `members_fn(x) -> member probabilities [M, N, K]`.
-    x_pool: images the distillation batches are drawn and mixed from.
+    x_pool: images the distillation batches are drawn and mixed from by
+      `augment_inputs`; unused when `draw_inputs` is given.
     key: PRNG key.
     steps: training steps.
     batch_size: inputs per step.
     dirichlet_weight: weight of the members' Dirichlet NLL, divided by the class count.
     tx: update rule; defaults to `optax.adam(3e-3)`.
+    draw_inputs: `draw_inputs(key, batch_size) -> inputs`, replacing the
+      image mixtures drawn from `x_pool`.
 
   Returns:
     The parameters and the per-step losses.
@@ -84,7 +114,7 @@ def distill(apply: Callable, init_params, members_fn: Callable, x_pool: jax.Arra
   validation.check("steps", steps, validation.IntRange(1))
   validation.check("dirichlet_weight", dirichlet_weight, validation.FloatRange(0.0))
   tx = tx if tx is not None else optax.adam(3e-3)
-  x_pool = jnp.asarray(x_pool)
+  draw_inputs = _input_sampler(x_pool, draw_inputs)
 
   def loss_fn(params, x):
     member = jax.lax.stop_gradient(members_fn(x))
@@ -96,7 +126,7 @@ def distill(apply: Callable, init_params, members_fn: Callable, x_pool: jax.Arra
 
   def step(carry, i):
     params, opt_state = carry
-    x = augment_inputs(jax.random.fold_in(key, i), x_pool, batch_size)
+    x = draw_inputs(jax.random.fold_in(key, i), batch_size)
     loss, grads = jax.value_and_grad(loss_fn)(params, x)
     updates, opt_state = tx.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), loss
@@ -104,6 +134,15 @@ def distill(apply: Callable, init_params, members_fn: Callable, x_pool: jax.Arra
   run = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), jnp.arange(steps)))
   (params, _), losses = run(init_params)
   return params, losses
+
+
+def _input_sampler(x_pool: jax.Array | None, draw_inputs: Callable | None) -> Callable:
+  if draw_inputs is not None:
+    return draw_inputs
+  if x_pool is None:
+    raise ValueError("Pass either x_pool (images to mix) or draw_inputs; both are None.")
+  x_pool = jnp.asarray(x_pool)
+  return lambda key, size: augment_inputs(key, x_pool, size)
 
 
 def init_discriminator(key: jax.Array, num_inputs: int, num_classes: int, hidden: int = 64):
@@ -130,12 +169,18 @@ def make_discriminate(num_inputs: int) -> Callable:
   return discriminate
 
 
-def adversarial_finetune(apply: Callable, g_params, members_fn: Callable, x_pool: jax.Array,
-                         key: jax.Array, *, steps: int = 1000, batch_size: int = 128,
-                         loss: str = "non_saturating",
+def adversarial_finetune(apply: Callable, g_params, members_fn: Callable,
+                         x_pool: jax.Array | None, key: jax.Array, *, steps: int = 1000,
+                         batch_size: int = 128, loss: str = "non_saturating",
                          g_tx: optax.GradientTransformation | None = None,
-                         d_tx: optax.GradientTransformation | None = None):
+                         d_tx: optax.GradientTransformation | None = None,
+                         draw_inputs: Callable | None = None,
+                         features: Callable | None = None):
   """Train G_ensemble against D_ensemble with the shared GAN step (stage 2).
+
+  `draw_inputs(key, batch_size)` replaces the image mixtures drawn from
+  `x_pool`, and `features(x) -> float [B, F]` is what D_ensemble sees of an
+  input (the input itself by default).
 
   Returns:
     G_ensemble's parameters and the per-step GAN metrics.
@@ -143,26 +188,28 @@ def adversarial_finetune(apply: Callable, g_params, members_fn: Callable, x_pool
   validation.check("steps", steps, validation.IntRange(1))
   g_tx = g_tx if g_tx is not None else optax.adam(1e-5)
   d_tx = d_tx if d_tx is not None else optax.adam(1e-3)
-  x_pool = jnp.asarray(x_pool)
-  num_inputs = x_pool.shape[1]
+  draw_inputs = _input_sampler(x_pool, draw_inputs)
+  features = features if features is not None else (lambda x: x)
   named = keys_lib.split_named(keys_lib.as_key(key), ("discriminator", "train"))
+  example = jax.eval_shape(lambda k: draw_inputs(k, 1), named["train"])
+  num_inputs = jax.eval_shape(features, example).shape[1]
 
   def generate(g_params, key, size):
     k_x, k_sample = jax.random.split(key)
-    x = augment_inputs(k_x, x_pool, size)
+    x = draw_inputs(k_x, size)
     log_alpha = jnp.clip(apply(g_params, x), -MAX_LOG_ALPHA, MAX_LOG_ALPHA)
     probs = jax.random.dirichlet(k_sample, jnp.exp(log_alpha))
-    return jnp.concatenate([x, probs], axis=-1), None
+    return jnp.concatenate([features(x), probs], axis=-1), None
 
   def real_samples(key):
     k_x, k_member = jax.random.split(key)
-    x = augment_inputs(k_x, x_pool, batch_size)
+    x = draw_inputs(k_x, batch_size)
     member = members_fn(x)
     pick = jax.random.randint(k_member, (batch_size,), 0, member.shape[0])
     probs = member[pick, jnp.arange(batch_size)]
-    return jax.lax.stop_gradient(jnp.concatenate([x, probs], axis=-1))
+    return jax.lax.stop_gradient(jnp.concatenate([features(x), probs], axis=-1))
 
-  num_classes = jax.eval_shape(lambda p: apply(p, x_pool[:1]), g_params).shape[-1]
+  num_classes = jax.eval_shape(apply, g_params, example).shape[-1]
   step_fn = gan.make_step(generate, make_discriminate(num_inputs), g_tx, d_tx, loss=loss)
   state = gan.init_state(g_params, init_discriminator(named["discriminator"], num_inputs,
                                                       num_classes), g_tx, d_tx)

@@ -7,6 +7,10 @@ heads learn like separately trained members. At test time one input is repeated
 in every slot and the heads' probabilities are averaged, an ensemble in one
 forward pass. Only the first and last layers grow with `num_heads`; the hidden
 layers are the size of one member.
+
+For token inputs (the character model), the network first looks each token up
+in an embedding table shared by all heads, then reads the concatenated
+embeddings of every head's window.
 """
 
 from __future__ import annotations
@@ -19,10 +23,16 @@ from autogan_jax.core import validation
 
 
 def init_mimo(key: jax.Array, num_inputs: int, num_classes: int, width: int, depth: int,
-              num_heads: int) -> dict[str, jax.Array]:
+              num_heads: int, vocab_size: int | None = None, embed_dim: int = 16
+              ) -> dict[str, jax.Array]:
+  """Initialise a MIMO network; with `vocab_size`, inputs are `num_inputs` token ids each."""
   keys = jax.random.split(key, depth + 1)
   params = {}
   fan_in = num_inputs * num_heads
+  if vocab_size is not None:
+    params["embed"] = jax.random.normal(jax.random.fold_in(key, depth + 1),
+                                        (vocab_size, embed_dim))
+    fan_in *= embed_dim
   for layer in range(depth):
     params[f"w{layer}"] = jax.random.normal(keys[layer], (fan_in, width)) * jnp.sqrt(2.0 / fan_in)
     params[f"b{layer}"] = jnp.zeros(width)
@@ -34,6 +44,8 @@ def init_mimo(key: jax.Array, num_inputs: int, num_classes: int, width: int, dep
 
 def mimo_logits(params, x: jax.Array, num_heads: int) -> jax.Array:
   """Return per-head logits [N, heads, K] for inputs `x` of shape [N, heads, D]."""
+  if "embed" in params:
+    x = params["embed"][x]
   h = x.reshape(x.shape[0], -1)
   depth = sum(1 for name in params if name.startswith("b") and name != "b_out")
   for layer in range(depth):
@@ -44,14 +56,14 @@ def mimo_logits(params, x: jax.Array, num_heads: int) -> jax.Array:
 
 def mimo_probs(params, x: jax.Array, num_heads: int) -> jax.Array:
   """Return the averaged head probabilities for single inputs `x` [N, D], shape [N, K]."""
-  repeated = jnp.repeat(x[:, None, :], num_heads, axis=1)
+  repeated = jnp.repeat(x[:, None], num_heads, axis=1)
   return jnp.mean(jax.nn.softmax(mimo_logits(params, repeated, num_heads)), axis=1)
 
 
 def train_mimo(x_train: jax.Array, y_train: jax.Array, key: jax.Array, *, num_classes: int,
                width: int, depth: int, num_heads: int = 3, batch_size: int = 64,
-               steps: int = 3000, repetitions: int = 2,
-               tx: optax.GradientTransformation | None = None):
+               steps: int = 3000, repetitions: int = 2, vocab_size: int | None = None,
+               embed_dim: int = 16, tx: optax.GradientTransformation | None = None):
   """Train a MIMO network on independent example draws per head.
 
   Args:
@@ -66,6 +78,9 @@ def train_mimo(x_train: jax.Array, y_train: jax.Array, key: jax.Array, *, num_cl
     steps: training steps.
     repetitions: batch repetition, each example seen this many times per step
       in different slots, which the paper reports improves the heads.
+    vocab_size: when set, `x_train` holds integer token windows [N, D] and
+      the network embeds each token first.
+    embed_dim: embedding size per token, used only with `vocab_size`.
     tx: update rule; defaults to `optax.adam(3e-3)`.
 
   Returns:
@@ -78,7 +93,8 @@ def train_mimo(x_train: jax.Array, y_train: jax.Array, key: jax.Array, *, num_cl
   x_train = jnp.asarray(x_train)
   y_train = jnp.asarray(y_train)
   k_init, k_data = jax.random.split(key)
-  params = init_mimo(k_init, x_train.shape[1], num_classes, width, depth, num_heads)
+  params = init_mimo(k_init, x_train.shape[1], num_classes, width, depth, num_heads,
+                     vocab_size=vocab_size, embed_dim=embed_dim)
 
   def loss_fn(params, index):
     logits = mimo_logits(params, x_train[index], num_heads)

@@ -18,6 +18,7 @@ import optax
 
 from autogan_jax.core import tree as tree_lib
 from autogan_jax.core import validation
+from autogan_jax.tasks import char_lm
 from autogan_jax.tasks import datasets
 from autogan_jax.tasks import mlp
 
@@ -67,7 +68,29 @@ def build_members(spec: EnsembleSpec, seed: int = 0,
   return stacked, scales
 
 
-def train_population(tasks: mlp.DigitsMLPTask, lr_scales: jax.Array, key: jax.Array,
+def build_char_members(spec: EnsembleSpec, text: datasets.TextSplits, seed: int = 0,
+                       context: int = 16, embed_dim: int = 16
+                       ) -> tuple[char_lm.CharLMTask, jax.Array]:
+  """Return character-model members stacked on a leading axis, and their step-size scales [M].
+
+  The character model has one hidden layer, so `spec.depth` is not used. As on
+  digits, the members differ in width, activation, batch order and step size.
+  """
+  tasks = []
+  for i in range(spec.num_members):
+    tasks.append(char_lm.char_task(
+        width=spec.widths[i % len(spec.widths)],
+        activation=spec.activations[i % len(spec.activations)], batch_size=spec.batch_size,
+        seed=seed * 1000 + i, context=context, embed_dim=embed_dim, max_width=spec.max_width,
+        data=text))
+  variants = tree_lib.stack([t.variant for t in tasks])
+  stacked = dataclasses.replace(tasks[0], variant=variants)
+  scales = jnp.asarray([spec.lr_scales[i % len(spec.lr_scales)]
+                        for i in range(spec.num_members)], jnp.float32)
+  return stacked, scales
+
+
+def train_population(tasks: mlp.DigitsMLPTask | char_lm.CharLMTask, lr_scales: jax.Array, key: jax.Array,
                      steps: int, tx: optax.GradientTransformation | None = None):
   """Train every member with `tx`, its updates multiplied by the member's scale.
 
@@ -104,6 +127,6 @@ def train_population(tasks: mlp.DigitsMLPTask, lr_scales: jax.Array, key: jax.Ar
   return jax.jit(jax.vmap(train_one))(tasks, lr_scales, member_keys)
 
 
-def member_probs(tasks: mlp.DigitsMLPTask, params, x: jax.Array) -> jax.Array:
+def member_probs(tasks: mlp.DigitsMLPTask | char_lm.CharLMTask, params, x: jax.Array) -> jax.Array:
   """Return every member's predicted probabilities on `x`, shape [M, N, K]."""
   return jax.vmap(lambda task, p: jax.nn.softmax(task.apply(p, x)))(tasks, params)

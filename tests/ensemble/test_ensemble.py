@@ -105,3 +105,48 @@ def test_benchmark_ece_agrees_with_calibration_metrics():
 def test_multiply_adds_hand_case():
   # 64*32 + 1*32*32 + 32*10
   assert benchmark.mlp_multiply_adds(64, 32, 2, 10) == 2048 + 1024 + 320
+
+
+def test_char_multiply_adds_hand_case():
+  # One window: 16 tokens * 16 embedding dims * 32 units + 32 units * 128 outputs.
+  assert benchmark.char_multiply_adds(16, 16, 32, 128) == 8192 + 4096
+  # MIMO with 3 heads reads 3 windows and has 3 output heads.
+  assert benchmark.char_multiply_adds(16, 16, 32, 128, num_heads=3) == 3 * 8192 + 3 * 4096
+
+
+def test_token_windows_corrupt_only_second_half():
+  stream = jnp.arange(1000) % 50 + 60
+  windows = ensemble.draw_token_windows(jax.random.key(0), stream, 8, 64, vocab_size=50,
+                                        corrupt_rate=0.5)
+  assert windows.shape == (64, 8)
+  # Plain windows are consecutive runs of the stream, which steps by +1 modulo 50.
+  steps = np.diff(np.asarray(windows), axis=1)
+  assert np.all(np.isin(steps[:32], [1, -49]))
+  # Replaced tokens are drawn from range(50), below every token of the stream.
+  assert int(jnp.sum(windows[32:] < 50)) > 0
+  assert int(jnp.sum(windows[:32] < 50)) == 0
+
+
+def test_mimo_embeds_token_windows():
+  params = mimo.init_mimo(jax.random.key(0), num_inputs=5, num_classes=7, width=6, depth=1,
+                          num_heads=2, vocab_size=7, embed_dim=3)
+  assert params["embed"].shape == (7, 3)
+  assert params["w0"].shape == (2 * 5 * 3, 6)
+  windows = jax.random.randint(jax.random.key(1), (4, 5), 0, 7)
+  probs = ensemble.mimo_probs(params, windows, 2)
+  assert probs.shape == (4, 7)
+  np.testing.assert_allclose(np.asarray(probs.sum(-1)), 1.0, atol=1e-5)
+
+
+def test_char_members_differ_in_width_and_order():
+  from autogan_jax.tasks import datasets
+  text = datasets.load_stdlib_text(max_chars=20_000, max_eval_chars=20_000)
+  tasks, scales = ensemble.build_char_members(small_spec(), text, seed=2)
+  np.testing.assert_array_equal(np.asarray(tasks.variant.width), [8, 4, 8])
+  np.testing.assert_array_equal(np.asarray(tasks.variant.seed), [2000, 2001, 2002])
+  np.testing.assert_allclose(np.asarray(scales), [1.0, 0.5, 1.0])
+  params, losses = ensemble.train_population(tasks, scales, jax.random.key(0), steps=3)
+  assert losses.shape == (3, 3)
+  windows = jnp.asarray(text.test[:16 * 5]).reshape(5, 16)
+  probs = ensemble.member_probs(tasks, params, windows)
+  assert probs.shape == (3, 5, 128)
