@@ -82,6 +82,7 @@ def markdown(report: dict) -> str:
            r["test_accuracy"], r["final_train_loss"], r["d_optim"], r["threshold_mean"],
            ", ".join(f"{v:.2f}" for v in r["choice_probs"]), r["quarantined_steps"],
            r["es_pairs_dropped"]] for r in report["rows"]]
+
   gate_rows = []
   for group in report["groups"]:
     gates, shares = report["learned_gates"][group], report["learned_shares"][group]
@@ -89,6 +90,7 @@ def markdown(report: dict) -> str:
                      + [shares[s] for s in report["sources"]]
                      + [report["expected_sources"][group],
                         report["learned_dominant_source"][group]])
+
   judge = report["judge"]
   meta = report["meta_train"]
   meta_line = (f"Meta-training: {len(meta)} ES steps of {config['meta_pairs']} antithetic pairs, "
@@ -97,6 +99,7 @@ def markdown(report: dict) -> str:
   if meta:
     meta_line += (f"; mean candidate validation loss {meta[0]['meta_loss']:.4f} at the first "
                   f"step and {meta[-1]['meta_loss']:.4f} at the last")
+
   lines = [
       "# Learned choice of update mode\n",
       "Task: 8x8 digits through a hard per-pixel threshold (step function, zero gradient) into "

@@ -11,10 +11,10 @@ do not depend on the loss's units:
 - "nonfinite": share of steps whose loss is NaN or infinite.
 
 D_optim is a small perceptron on these features, trained with the generic
-adversarial step of `autogan_jax.gan`: "real" curves are the top of an archive
+adversarial step of `autogan_jax.gan`. "Real" curves are the top of an archive
 of runs ranked by `curve_quality`, and "fake" ones are drawn from the rest of
-the archive by a fixed sampler (the generator's parameters are the pool of the
-remaining curves and are never updated).
+the archive by a fixed sampler. The generator's parameters are the pool of the
+remaining curves, and `optax.set_to_zero` keeps them unchanged.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from autogan_jax.core import validation
 from autogan_jax.gan import step as gan_step
 
 CURVE_FEATURES = ("final", "slope", "area", "noise", "rise", "nonfinite")
-# Losses are clipped to [1e-4, 1e4] before the log; a non-finite loss counts as 1e4.
+# Losses are clipped to [1e-4, 1e4] before the log, and a non-finite loss counts as 1e4.
 _LOG_CEILING = float(jnp.log(1e4))
 
 
@@ -43,13 +43,13 @@ def curve_features(curves: jax.Array) -> jax.Array:
   final = jnp.mean(logs[..., -k:], axis=-1)
   noise = jnp.log10(jnp.std(jnp.diff(logs, axis=-1), axis=-1) + 1e-4)
   return jnp.stack([final, final - start, jnp.mean(logs, axis=-1) - start, noise,
-                    jnp.max(logs, axis=-1) - start, 1.0 - jnp.mean(finite, axis=-1)], axis=-1)
+                    jnp.max(logs, axis=-1) - start, jnp.mean(~finite, axis=-1)], axis=-1)
 
 
 def curve_quality(curves: jax.Array, tail_fraction: float = 0.2) -> jax.Array:
   """Rank curves for the archive: -(mean + standard deviation) of the last part.
 
-  A low and steady end scores high; a curve with any non-finite loss scores -inf.
+  A low and steady end scores high. A curve with any non-finite loss scores -inf.
   """
   validation.check("tail_fraction", tail_fraction,
                    validation.FloatRange(0.0, 1.0, low_inclusive=False))

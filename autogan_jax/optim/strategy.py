@@ -24,7 +24,7 @@ G_optim turns features of these estimates into softmax gates per group,
 and passes the mixed estimate to any optax transform (Adam by default, or a
 learned rule). The features are exponential moving averages of the root mean
 square of each estimate (on a log scale) and of the cosine between the ES
-estimate and the other two, so W lets the gates react to what each source
+estimate and the other two. W lets the gates react to what each source
 delivers. With W = 0 and a one-hot row of `bias` at +-1e9 the gates are
 exactly one source: that is how the fixed strategies are expressed.
 
@@ -55,7 +55,7 @@ GATE_FEATURES = ("log_rms_gradient", "log_rms_es", "log_rms_score_function",
                  "cosine_es_gradient", "cosine_es_score_function")
 FIXED_STRATEGIES = ("gradient_only", "es_only", "score_function_only", "uniform_mix")
 # A logit this far below the others gives a gate of exactly 0.0 in float32.
-_OFF = 1e9
+_OFF_LOGIT = 1e9
 
 
 class Estimates(NamedTuple):
@@ -125,7 +125,7 @@ def assigned_gate_params(assignment: Mapping[str, str],
     raise validation.ConfigError(f"The assignment has no source for groups {missing}; "
                                  f"give one of {SOURCES} for every group of {tuple(group_names)}.")
   params = init_gate_params(group_names)
-  bias = np.full((len(group_names), len(SOURCES)), -_OFF, np.float32)
+  bias = np.full((len(group_names), len(SOURCES)), -_OFF_LOGIT, np.float32)
   for g, group in enumerate(group_names):
     validation.check_choice(f"assignment[{group!r}]", assignment[group], SOURCES)
     bias[g, SOURCES.index(assignment[group])] = 0.0
@@ -217,7 +217,7 @@ def estimate_gradients(per_example: Callable, params: dict, batch: PyTree, key: 
   score_function, = pullback(jnp.array([0.0, 1.0]))
 
   def loss_fn(p):
-    # Common random numbers: every candidate sees the step's samples.
+    # Common random numbers: every candidate uses the step's samples.
     return jnp.mean(per_example(p, batch, sample_key)[0])
 
   es_estimate, dropped = es_group_estimates(loss_fn, params, es_key, es_sigma, es_pairs)
@@ -267,7 +267,7 @@ def contribution_shares(estimates: Estimates, group_gates: jax.Array,
 
   The share is gate * rms(estimate), normalised over sources. Because Adam
   divides by the update's own scale, a source whose estimate is exactly zero
-  changes nothing whatever its gate. The share, not the gate, then says which
+  changes nothing whatever its gate. The share, not the gate, then shows which
   source moves the group.
   """
   weighted = group_gates * _group_rms(estimates, group_names)
@@ -315,7 +315,7 @@ def make_inner_run(task: Any, tx: optax.GradientTransformation, *, num_steps: in
     feature_decay: decay of the moving averages of the gate features.
 
   Returns:
-    A pure, jittable function. `trace` holds per-step arrays "loss" [steps],
+    A pure, jittable function. `trace` contains per-step arrays "loss" [steps],
     "gates" and "shares" [steps, groups, sources] (see `contribution_shares`)
     and "es_dropped" [steps], and the scalar
     "quarantined" (steps skipped because the loss or update was not finite).
@@ -339,7 +339,7 @@ def make_inner_run(task: Any, tx: optax.GradientTransformation, *, num_steps: in
     updates, opt_state = tx.update(mixed, carry.opt_state, carry.params)
     params = optax.apply_updates(carry.params, updates)
 
-    # A non-finite loss or update skips the step instead of ending the run.
+    # A non-finite loss or update skips the step, and the run goes on.
     ok = jnp.isfinite(loss) & tree_util.all_finite(params)
     new = InnerState(params=tree_util.select(ok, params, carry.params),
                      opt_state=tree_util.select(ok, opt_state, carry.opt_state),

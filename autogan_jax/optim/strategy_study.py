@@ -60,8 +60,8 @@ def _batched_run(config: Mapping[str, Any], task, tx, num_steps: int) -> Callabl
             "choice_probs": jax.nn.softmax(params["choice"]),
             "threshold_mean": jnp.mean(params["thresholds"])}
 
-  # lax.map compiles the body of one run; a vmap over runs made the compile
-  # about twice as slow on CPU and ran no faster on 2 cores.
+  # lax.map compiles the program of a single run, which keeps the compile
+  # small, and runs the chunk's runs one after another.
   return jax.jit(lambda gate_params, key_data: jax.lax.map(
       lambda args: run_and_evaluate(*args), (gate_params, key_data)))
 
@@ -199,7 +199,7 @@ def run_study(config: Mapping[str, Any], key: jax.Array,
     return (curve_judge.score_curves(d_params, archive), curve_judge.curve_quality(archive),
             curve_judge.score_curves(d_params, evaluated), metrics)
 
-  # All strategies' curves are scored in one call: [strategies * seeds, steps].
+  # One call scores the curves of all strategies, shape [strategies * seeds, steps].
   evaluated = np.concatenate([r["curves"] for r in results.values()])
   archive_scores, archive_quality, d_all, judge_metrics = jax.device_get(
       judge(keys["judge"], archive, evaluated))

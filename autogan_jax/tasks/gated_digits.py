@@ -4,7 +4,7 @@ The classifier has three parameter groups, each reached by a different kind of
 computation:
 
 - "weights": a one-hidden-layer perceptron, differentiable as usual.
-- "thresholds": one threshold per input pixel. The network sees the binary
+- "thresholds": one threshold per input pixel. The network receives the binary
   image `x > threshold`, a step function, so `jax.grad` with respect to the
   thresholds is exactly zero everywhere it is defined.
 - "choice": logits of a categorical distribution over the hidden activation
