@@ -369,8 +369,13 @@ def make_inner_run(task: Any, tx: optax.GradientTransformation, *, num_steps: in
 
 
 def meta_candidates(gate_params: dict[str, jax.Array], key: jax.Array, sigma: float,
-                    num_pairs: int) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+                    num_pairs: int, shared_bias: bool = False
+                    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
   """Draw antithetic candidates of the gate parameters for one ES meta-step.
+
+  With `shared_bias`, every group's row of the bias gets the same
+  perturbation, so rows that start equal stay equal under the ES update and
+  only the features tell the groups apart.
 
   Returns:
     `(candidates, eps)`: candidates with a leading axis of `2 * num_pairs`
@@ -378,6 +383,8 @@ def meta_candidates(gate_params: dict[str, jax.Array], key: jax.Array, sigma: fl
     with a leading axis of `num_pairs`.
   """
   eps = es.antithetic_perturbations(key, gate_params, num_pairs, sigma)
+  if shared_bias:
+    eps["bias"] = jnp.broadcast_to(eps["bias"][:, :1], eps["bias"].shape)
   candidates = jax.tree.map(lambda theta, e: jnp.concatenate([theta + e, theta - e]),
                             gate_params, eps)
   return candidates, eps

@@ -34,8 +34,8 @@ from autogan_jax.tasks import gated_digits
 EXPECTED_SOURCES = {"weights": "gradient", "thresholds": "es", "choice": "score_function"}
 
 
-def _strategies(group_names, learned: Mapping[str, jax.Array]) -> dict[str, dict]:
-  named = {"learned": learned}
+def _strategies(group_names, learned: Mapping[str, dict]) -> dict[str, dict]:
+  named = dict(learned)
   for name in strategy.FIXED_STRATEGIES:
     named[name] = strategy.fixed_gate_params(name, group_names)
   named["hand_assigned"] = strategy.assigned_gate_params(EXPECTED_SOURCES, group_names)
@@ -91,10 +91,12 @@ def _key_data(key: jax.Array, num: int) -> np.ndarray:
 
 
 def meta_train(config: Mapping[str, Any], batched_run: Callable, chunk: int, group_names,
-               key: jax.Array, log: Callable[[dict], None]) -> tuple[dict, list[dict]]:
+               key: jax.Array, log: Callable[[dict], None], shared_bias: bool = False,
+               phase: str = "meta_train") -> tuple[dict, list[dict]]:
   """Meta-train the gate parameters by antithetic ES on the validation loss after an inner run.
 
   Both members of a pair train from the same task key (common random numbers).
+  With `shared_bias` all groups keep one bias row (see `strategy.meta_candidates`).
   """
   gate_params = strategy.init_gate_params(group_names)
   meta_tx = optax.adam(config["meta_learning_rate"])
@@ -104,7 +106,8 @@ def meta_train(config: Mapping[str, Any], batched_run: Callable, chunk: int, gro
   @jax.jit
   def propose(gate_params, key):
     perturb_key, run_key = jax.random.split(key)
-    candidates, eps = strategy.meta_candidates(gate_params, perturb_key, sigma, num_pairs)
+    candidates, eps = strategy.meta_candidates(gate_params, perturb_key, sigma, num_pairs,
+                                               shared_bias)
     pair_keys = jax.random.key_data(jax.random.split(run_key, num_pairs))
     return candidates, eps, jnp.concatenate([pair_keys, pair_keys])
 
@@ -119,7 +122,7 @@ def meta_train(config: Mapping[str, Any], batched_run: Callable, chunk: int, gro
     candidates, eps, key_data = propose(gate_params, jax.random.fold_in(key, i))
     losses = _run_in_chunks(batched_run, candidates, np.asarray(key_data), chunk)["valid_loss"]
     gate_params, opt_state, nonfinite = apply(gate_params, opt_state, eps, losses)
-    record = {"phase": "meta_train", "step": i + 1,
+    record = {"phase": phase, "step": i + 1,
               "meta_loss": float(np.nanmean(losses)),
               "nonfinite_candidates": int(nonfinite),
               "bias": np.asarray(gate_params["bias"]).tolist()}
@@ -163,6 +166,22 @@ def archive_curves(config: Mapping[str, Any], group_names, batched_run: Callable
   return _run_in_chunks(batched_run, gate_params, _key_data(run_key, num_runs), chunk)["loss"]
 
 
+def _gate_summary(result: Mapping[str, np.ndarray], group_names) -> dict[str, dict]:
+  """Average a learned strategy's gates and shares over seeds and steps, per group."""
+  mean_gates = result["gates"].mean(axis=(0, 1))
+  mean_shares = result["shares"].mean(axis=(0, 1))
+  dominant = {group: strategy.SOURCES[int(np.argmax(mean_shares[g]))]
+              for g, group in enumerate(group_names)}
+  return {
+      "gates": {group: dict(zip(strategy.SOURCES, mean_gates[g].tolist()))
+                for g, group in enumerate(group_names)},
+      "shares": {group: dict(zip(strategy.SOURCES, mean_shares[g].tolist()))
+                 for g, group in enumerate(group_names)},
+      "largest_share": dominant,
+      "matches_expected": {g: dominant[g] == EXPECTED_SOURCES[g] for g in group_names},
+  }
+
+
 def run_study(config: Mapping[str, Any], key: jax.Array,
               log: Callable[[dict], None] = lambda record: None) -> tuple[dict, dict]:
   """Run the whole study; return a JSON-ready report and the arrays behind the plots.
@@ -185,9 +204,14 @@ def run_study(config: Mapping[str, Any], key: jax.Array,
   meta_run = (batched_run if config["meta_inner_steps"] == config["inner_steps"]
               else _batched_run(config, task, tx, config["meta_inner_steps"]))
 
-  gate_params, meta_records = meta_train(config, meta_run, chunk, task.groups, keys["meta"],
-                                         log)
-  named = _strategies(task.groups, gate_params)
+  learned, meta_records = {}, {}
+  learned["learned"], meta_records["learned"] = meta_train(
+      config, meta_run, chunk, task.groups, keys["meta"], log)
+  if config["shared_bias_variant"]:
+    learned["learned_shared_bias"], meta_records["learned_shared_bias"] = meta_train(
+        config, meta_run, chunk, task.groups, keys["meta"], log, shared_bias=True,
+        phase="meta_train_shared_bias")
+  named = _strategies(task.groups, learned)
   results = evaluate_strategies(batched_run, named, seeds)
   archive = archive_curves(config, task.groups, batched_run, chunk, keys["archive"])
 
@@ -224,15 +248,7 @@ def run_study(config: Mapping[str, Any], key: jax.Array,
     rows.append(row)
     log({"phase": "evaluate", "step": 0, **row})
 
-  # Gates and shares averaged over seeds and steps, per group.
-  mean_gates = results["learned"]["gates"].mean(axis=(0, 1))
-  mean_shares = results["learned"]["shares"].mean(axis=(0, 1))
-  learned_gates = {group: dict(zip(strategy.SOURCES, mean_gates[g].tolist()))
-                   for g, group in enumerate(task.groups)}
-  learned_shares = {group: dict(zip(strategy.SOURCES, mean_shares[g].tolist()))
-                    for g, group in enumerate(task.groups)}
-  dominant = {group: strategy.SOURCES[int(np.argmax(mean_shares[g]))]
-              for g, group in enumerate(task.groups)}
+  gate_summaries = {name: _gate_summary(results[name], task.groups) for name in learned}
   by_loss = sorted(rows, key=lambda r: r["test_loss"])
   # Spearman rank correlation between D_optim's score and the archive ranking.
   finite = np.isfinite(archive_quality)
@@ -246,14 +262,12 @@ def run_study(config: Mapping[str, Any], key: jax.Array,
       "groups": list(task.groups),
       "sources": list(strategy.SOURCES),
       "rows": rows,
-      "learned_gates": learned_gates,
-      "learned_shares": learned_shares,
-      "learned_dominant_source": dominant,
+      "learned": gate_summaries,
       "expected_sources": EXPECTED_SOURCES,
-      "learned_matches_expected": {g: dominant[g] == EXPECTED_SOURCES[g] for g in task.groups},
-      "learned_gate_params": {k: np.asarray(v).tolist() for k, v in gate_params.items()},
+      "learned_gate_params": {name: {k: np.asarray(v).tolist() for k, v in params.items()}
+                              for name, params in learned.items()},
       "best_by_test_loss": by_loss[0]["strategy"],
-      "learned_rank_by_test_loss": [r["strategy"] for r in by_loss].index("learned") + 1,
+      "rank_by_test_loss": {r["strategy"]: i + 1 for i, r in enumerate(by_loss)},
       "meta_train": meta_records,
       "judge": {"archive_runs": int(archive.shape[0]),
                 "num_real": int(judge_metrics["num_real"]),

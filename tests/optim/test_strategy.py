@@ -8,6 +8,7 @@ import pytest
 from flax import struct
 
 from autogan_jax.core import validation
+from autogan_jax.optim import learned
 from autogan_jax.optim import strategy
 
 GROUPS = ("weights", "thresholds", "choice")
@@ -147,7 +148,9 @@ class _NaNTask:
 
 def test_nan_candidate_does_not_kill_run():
   task = _NaNTask()
-  run = strategy.make_inner_run(task, optax.adam(0.05), num_steps=40, es_sigma=0.1, es_pairs=4)
+  # The mixed estimate goes to the learned rule, set to Adam, as any optax transform would.
+  tx = learned.learned_optimizer(learned.adam_meta_params(0.05))
+  run = strategy.make_inner_run(task, tx, num_steps=40, es_sigma=0.1, es_pairs=4)
   params, trace = jax.jit(run)(strategy.fixed_gate_params("uniform_mix", task.groups),
                                jax.random.key(0))
   assert int(trace["es_dropped"].sum()) > 0
