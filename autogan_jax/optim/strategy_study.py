@@ -4,7 +4,8 @@ On the gated digits task (`autogan_jax.tasks.gated_digits`), whose loss is
 differentiable in the weights only, the study
 
 1. meta-trains G_optim's gates by antithetic ES on the validation loss after a
-   short inner run,
+   short inner run, once with one bias row per group and, if configured, once
+   with a bias shared by all groups,
 2. trains every strategy (the learned gates, the fixed strategies of
    `strategy.FIXED_STRATEGIES` and the per-group assignment that the task's
    construction suggests) for the same number of steps on several seeds,

@@ -1,7 +1,7 @@
 """Config of `experiments/optim_strategy.py`: learned gates over gradient, ES and score function.
 
-Presets: "default" took 3.4 minutes of wall time (71 s of CPU time) on a
-2-core CPU shared with other jobs, "smoke" takes about 15 s of CPU time and
+Presets: "default" took 4.4 minutes of wall time (113 s of CPU time) on a
+2-core CPU shared with other jobs, "smoke" took about 19 s of CPU time and
 runs in the tests, and "large" is for a GPU.
 """
 
