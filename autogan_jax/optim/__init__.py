@@ -1,4 +1,7 @@
-"""Learned update rules as optax gradient transformations."""
+"""Learned update rules as optax gradient transformations; G_optim and D_optim."""
+
+from autogan_jax.optim import curve_judge
+from autogan_jax.optim import strategy
 
 from autogan_jax.optim.learned import BASIS
 from autogan_jax.optim.learned import FEATURES
@@ -16,6 +19,7 @@ from autogan_jax.optim.rules import load_rule
 from autogan_jax.optim.rules import save_rule
 
 __all__ = [
+    "curve_judge", "strategy",
     "BASIS", "FEATURES", "LearnedRuleState", "RuleHyperparams", "adam_meta_params",
     "UNROLLABLE_RULES", "default_hyperparams", "init_meta_params", "learned_optimizer",
     "g_star", "load_rule", "save_rule", "sgd_meta_params", "unrollable_rule",

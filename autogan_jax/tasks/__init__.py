@@ -10,6 +10,8 @@ from autogan_jax.tasks.families import DigitsFamily
 from autogan_jax.tasks.families import heldout_char_tasks
 from autogan_jax.tasks.families import heldout_digits_tasks
 from autogan_jax.tasks.families import meta_train_family
+from autogan_jax.tasks.gated_digits import GatedDigitsTask
+from autogan_jax.tasks.gated_digits import gated_digits_task
 from autogan_jax.tasks.mlp import ACTIVATIONS
 from autogan_jax.tasks.mlp import DigitsMLPTask
 from autogan_jax.tasks.mlp import digits_task
@@ -18,6 +20,7 @@ from autogan_jax.tasks.quadratic import quadratic_task
 
 __all__ = [
     "ACTIVATIONS", "CharFamily", "CharLMTask", "DigitsFamily", "DigitsMLPTask", "FlatTask",
-    "QuadraticTask", "Task", "char_task", "datasets", "digits_task", "heldout_char_tasks",
-    "heldout_digits_tasks", "meta_train_family", "quadratic_task",
+    "GatedDigitsTask", "QuadraticTask", "Task", "char_task", "datasets", "digits_task",
+    "gated_digits_task", "heldout_char_tasks", "heldout_digits_tasks", "meta_train_family",
+    "quadratic_task",
 ]
