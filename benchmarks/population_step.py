@@ -286,6 +286,11 @@ def main(argv):
   results = run_benchmark(MEMBERS.value, STEPS.value, WIDTH.value, DEPTH.value,
                           BATCH_SIZE.value, MATMUL_SIZE.value, REPEATS.value,
                           UNIFORM_BATCHES.value)
+  cores = len(os.sched_getaffinity(0))
+  if results["backend"] == "cpu" and results["devices"] < cores:
+    print(f"NOTE: {results['devices']} CPU device(s) for {cores} cores, so the vmapped call "
+          "cannot use every core. Set XLA_FLAGS=--xla_force_host_platform_device_count="
+          f"{cores} to make one device per core.")
   sampler = "uniform batches" if results["uniform_batches"] else "the task's batches"
   print(f"{results['members']} digits MLPs (width {results['width']}, depth {results['depth']}, "
         f"batch {results['batch_size']}, {sampler}), {results['steps']} Adam steps, "
