@@ -34,13 +34,14 @@ matrix product on the same machine:
     XLA_FLAGS=--xla_force_host_platform_device_count=2 \
       python benchmarks/population_step.py --output=/tmp/population_step.json
 
-NOTE: With jax 0.10.2 on a shared 2-core CPU (load average 13 to 17 from
+NOTE: With jax 0.10.2 on a shared 2-core CPU (load average 9 to 22 from
 other processes), the vmapped call used about as much process CPU time as the
-loop (medians of 3 runs: 0.44 s and 0.47 s). Its wall-clock advantage
+loop (medians of 5 runs: 0.44 s and 0.49 s). Its wall-clock advantage
 therefore comes from running on both cores, and a ratio of 2 needs both cores
 free. In thunk profiles of one call on one CPU device, matrix products took
 30% to 45% of the time, and the rest was elementwise work (Adam, activations,
-softmax, random bits), so `flop_fraction` stayed between 0.36 and 0.43.
+softmax, random bits). `flop_fraction` was 0.36 to 0.52 in those runs, with
+a median of 0.43.
 """
 
 from __future__ import annotations
