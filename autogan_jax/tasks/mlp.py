@@ -20,10 +20,32 @@ from autogan_jax.tasks import datasets
 ACTIVATIONS = ("relu", "tanh", "gelu", "elu", "swish")
 
 
+_ACTIVATION_FUNCTIONS = (jax.nn.relu, jnp.tanh, jax.nn.gelu, jax.nn.elu, jax.nn.swish)
+
+
+def _value_and_slope(function):
+  """Return `x -> (function(x), function'(x))` for an elementwise `function`."""
+  return lambda x: jax.jvp(function, (x,), (jnp.ones_like(x),))
+
+
+@jax.custom_jvp
 def apply_activation(index: jax.Array, x: jax.Array) -> jax.Array:
   """Apply activation number `index` of `ACTIVATIONS`; `index` may be traced."""
-  branches = [jax.nn.relu, jnp.tanh, jax.nn.gelu, jax.nn.elu, jax.nn.swish]
-  return jax.lax.switch(index, branches, x)
+  return jax.lax.switch(index, _ACTIVATION_FUNCTIONS, x)
+
+
+@apply_activation.defjvp
+def _apply_activation_jvp(primals, tangents):
+  # Differentiating `lax.switch` directly makes the conditional return the
+  # residuals of every branch (eight arrays of x's shape for these five
+  # functions, all but one unused), and XLA writes them all at every training
+  # step. One switch that returns the value and the slope keeps one residual.
+  # The slope comes from each function's own derivative rule, so gradients
+  # match those of the plain switch, and this rule can be differentiated again.
+  index, x = primals
+  _, x_dot = tangents
+  value, slope = jax.lax.switch(index, [_value_and_slope(f) for f in _ACTIVATION_FUNCTIONS], x)
+  return value, slope * x_dot
 
 
 @struct.dataclass
@@ -64,6 +86,15 @@ def make_variant(*, width: int, depth: int, activation: str, batch_size: int,
       subset_fraction=jnp.asarray(subset_fraction, jnp.float32),
       seed=jnp.asarray(seed, jnp.int32),
   )
+
+
+def _nll(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Return the negative log-likelihood of integer `labels` under `logits`, per example."""
+  # A select against the one-hot labels picks the same value as
+  # `take_along_axis`, and its gradient is a select that XLA fuses with its
+  # neighbours instead of a separate scatter-add.
+  one_hot = labels[:, None] == jnp.arange(logits.shape[-1])
+  return -jnp.sum(jnp.where(one_hot, jax.nn.log_softmax(logits), 0.0), axis=-1)
 
 
 @struct.dataclass
@@ -130,30 +161,35 @@ class DigitsMLPTask:
     # The example with the smallest draw is always kept, so no subset is empty.
     return (draw < self.variant.subset_fraction) | (draw == jnp.min(draw))
 
+  def _kept_indices(self) -> tuple[jax.Array, jax.Array]:
+    """Return the training indices, kept examples first in increasing order, and the kept count."""
+    mask = self._subset_mask()
+    # A stable sort on "not kept" moves the kept indices to the front in order.
+    return jnp.argsort(~mask, stable=True), jnp.sum(mask.astype(jnp.int32))
+
   def batch(self, key: jax.Array, step: jax.Array | int) -> dict[str, jax.Array]:
     data = self._data()
     step_key = jax.random.fold_in(jax.random.fold_in(key, self.variant.seed), step)
-    # Uniform draws over the subset: the r-th kept example is the first index
-    # where the running count of kept examples exceeds r. This costs one cumsum
-    # and a binary search, where a categorical draw costs one Gumbel per example.
-    kept_count = jnp.cumsum(self._subset_mask().astype(jnp.int32))
-    ranks = jax.random.randint(step_key, (self.max_batch_size,), 0, kept_count[-1])
-    idx = jnp.searchsorted(kept_count, ranks, side="right")
+    # Uniform draws over the subset: rank r picks the r-th kept example.
+    # `kept_indices` does not depend on `step`, so XLA hoists its sort out of
+    # a training `scan`, and each step costs two small gathers.
+    kept_indices, num_kept = self._kept_indices()
+    ranks = jax.random.randint(step_key, (self.max_batch_size,), 0, num_kept)
+    idx = kept_indices[ranks]
     weight = (jnp.arange(self.max_batch_size) < self.variant.batch_size).astype(jnp.float32)
     return {"x": jnp.asarray(data.x_train)[idx], "y": jnp.asarray(data.y_train)[idx],
             "weight": weight}
 
   def loss(self, params, batch, key=None) -> jax.Array:
     del key  # The loss is deterministic.
-    logits = self.apply(params, batch["x"])
-    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), batch["y"][:, None], axis=1)[:, 0]
+    nll = _nll(self.apply(params, batch["x"]), batch["y"])
     weight = batch.get("weight", jnp.ones_like(nll))
     return jnp.sum(weight * nll) / jnp.sum(weight)
 
   def evaluate(self, params, split: str = "test") -> dict[str, jax.Array]:
     x, y = self._data().split(split)
     logits = self.apply(params, jnp.asarray(x))
-    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), jnp.asarray(y)[:, None], axis=1)
+    nll = _nll(logits, jnp.asarray(y))
     accuracy = jnp.mean(jnp.argmax(logits, axis=1) == jnp.asarray(y))
     return {"loss": jnp.mean(nll), "accuracy": accuracy}
 

@@ -33,10 +33,20 @@ def test_benchmark_smoke(tmp_path):
   benchmark = load_benchmark()
   results = benchmark.run_benchmark(members=4, steps=3, width=8, depth=1, batch_size=8,
                                     matmul_size=128, repeats=1)
-  for name in ("ratio", "flop_fraction", "vmapped_seconds", "loop_seconds", "dense_flop_fraction"):
+  for name in ("ratio", "flop_fraction", "vmapped_seconds", "loop_seconds", "dense_flop_fraction",
+               "ratio_spread_loop", "loop_spread_seconds", "dense_only_flop_fraction"):
     assert results[name] > 0, name
   assert results["ratio"] == pytest.approx(results["loop_seconds"] / results["vmapped_seconds"])
+  assert results["ratio_spread_loop"] == pytest.approx(
+      results["loop_spread_seconds"] / results["vmapped_seconds"])
   assert results["vmapped_flops"] >= 0.5 * results["dense_flops"]
+  # Per example, the dense-only scan multiplies and adds once per weight
+  # (64 * 8 + 8 * 10) in the forward pass and once in the weight gradient, and
+  # once per output-layer weight in the input gradient. Each multiply-add is
+  # 2 FLOPs, for 4 members, 3 steps and batch 8.
+  by_hand = 4 * 3 * 8 * 2.0 * (2 * (64 * 8 + 8 * 10) + 8 * 10)
+  assert results["dense_only_flops"] == pytest.approx(by_hand, rel=0.05)
+  assert len(results["times_seconds"]["vmapped"]) == 1
   output = tmp_path / "out.json"
   output.write_text(json.dumps(results))
   assert json.loads(output.read_text())["members"] == 4

@@ -154,3 +154,70 @@ def test_batches_draw_only_from_subset_uniformly():
   # 12,800 draws over about 320 examples: every example is drawn, about 40 times each.
   assert len(counts) >= 0.95 * len(allowed)
   assert max(counts.values()) < 4 * 12_800 / len(allowed)
+
+
+def test_batch_picks_ranks_of_kept_examples():
+  # Rank r must pick the r-th kept example (the first index whose running
+  # count of kept examples exceeds r), for full, partial and one-example subsets.
+  for subset_fraction, seed in ((1.0, 0), (0.3, 4), (1e-6, 5)):
+    task = tasks.digits_task(width=8, depth=1, activation="relu", batch_size=64,
+                             subset_fraction=subset_fraction, seed=seed)
+    kept_count = np.cumsum(np.asarray(task._subset_mask()))
+    for step in range(3):
+      key = jax.random.key(step)
+      step_key = jax.random.fold_in(jax.random.fold_in(key, seed), step)
+      ranks = np.asarray(jax.random.randint(step_key, (64,), 0, kept_count[-1]))
+      expected = np.searchsorted(kept_count, ranks, side="right")
+      batch = task.batch(key, step)
+      np.testing.assert_array_equal(batch["x"], task.data.x_train[expected])
+      np.testing.assert_array_equal(batch["y"], task.data.y_train[expected])
+
+
+def _value_and_derivatives(function, x):
+  """Return `function(x)` and its elementwise first and second derivatives."""
+  first = jax.grad(lambda x: jnp.sum(function(x)))
+  second = jax.grad(lambda x: jnp.sum(first(x)))
+  return function(x), first(x), second(x)
+
+
+def test_activation_derivatives_match_functions():
+  functions = (jax.nn.relu, jnp.tanh, jax.nn.gelu, jax.nn.elu, jax.nn.swish)
+  assert len(functions) == len(tasks.ACTIVATIONS)
+  x = jnp.concatenate([jnp.zeros(1), jax.random.normal(jax.random.key(0), (31,)) * 3])
+
+  @jax.jit
+  def both(index):
+    activation = lambda x: tasks.mlp.apply_activation(index, x)  # noqa: E731
+    plain = lambda x: jax.lax.switch(index, functions, x)  # noqa: E731
+    return _value_and_derivatives(activation, x), _value_and_derivatives(plain, x)
+
+  for index, name in enumerate(tasks.ACTIVATIONS):
+    actual, expected = both(index)
+    for order in range(3):
+      np.testing.assert_allclose(actual[order], expected[order], rtol=1e-5, atol=1e-6,
+                                 err_msg=f"{name}, derivative order {order}")
+
+
+def test_activation_gradient_with_batched_index():
+  functions = (jax.nn.relu, jnp.tanh, jax.nn.gelu, jax.nn.elu, jax.nn.swish)
+  x = jax.random.normal(jax.random.key(1), (len(functions), 16))
+  loss = lambda index, x: jnp.sum(tasks.mlp.apply_activation(index, x) ** 2)  # noqa: E731
+  grads = jax.jit(jax.vmap(jax.grad(loss, argnums=1)))(jnp.arange(len(functions)), x)
+  for index, function in enumerate(functions):
+    np.testing.assert_allclose(grads[index], 2 * function(x[index]) * jax.vmap(
+        jax.grad(function))(x[index]), rtol=1e-5, atol=1e-6, err_msg=tasks.ACTIVATIONS[index])
+
+
+def test_digits_loss_is_mean_label_nll():
+  task = tasks.digits_task(width=8, depth=1, activation="tanh", batch_size=16)
+  params = task.init(jax.random.key(0))
+  batch = task.batch(jax.random.key(1), 0)
+  log_probs = np.asarray(jax.nn.log_softmax(jax.jit(task.apply)(params, batch["x"])))
+  expected = -np.mean(log_probs[np.arange(16), np.asarray(batch["y"])])
+  np.testing.assert_allclose(jax.jit(task.loss)(params, batch), expected, rtol=1e-6)
+
+  x, y = task.data.split("valid")
+  log_probs = np.asarray(jax.nn.log_softmax(jax.jit(task.apply)(params, jnp.asarray(x))))
+  evaluate = jax.jit(lambda params: task.evaluate(params, "valid"))
+  np.testing.assert_allclose(evaluate(params)["loss"], -np.mean(log_probs[np.arange(len(y)), y]),
+                             rtol=1e-5)
