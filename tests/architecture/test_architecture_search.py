@@ -82,7 +82,9 @@ def test_smoke_experiment_writes_report_and_resumes(tmp_path):
       figure = report["search"][task][method]
       assert figure["seeds"] == len(config.seeds)
       assert len(figure["best_valid_by_budget_mean"]) == config.search.budget
-    assert np.isfinite(report["ranking"][task]["spearman_spec_and_early_curve"])
+    ranks = report["ranking"][task]
+    assert len(ranks["per_seed"]) == len(config.seeds)
+    assert np.isfinite(ranks["spearman_spec_and_early_curve_mean"])
   methods = report["weights"]["mean"]
   assert set(methods) == {"generated", "archive_plus_noise", "archive_average", "fresh_init"}
   assert (tmp_path / "best_found_vs_budget.png").stat().st_size > 0

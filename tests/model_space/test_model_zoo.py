@@ -69,7 +69,7 @@ def test_weight_statistics_ignore_unit_order():
 def test_curve_features_handle_short_curves():
   curve = np.array([2.0, 1.0, np.nan])
   features = models_gan.curve_features(curve, early_steps=3, points=4, num_classes=10)
-  assert features.shape == (5,)
+  assert features.shape == (8,)
   assert np.all(np.isfinite(features))
   np.testing.assert_allclose(features[0], 2.0 / np.log(10.0), rtol=1e-6)
 
