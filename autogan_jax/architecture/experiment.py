@@ -187,9 +187,10 @@ def ranking_figures(config, results: dict) -> dict:
       return np.stack(rows)
 
     per_seed = []
-    for held, seed in enumerate(config.seeds):
-      train = [runs[i] for runs in by_method.values() for i in range(len(runs)) if i != held]
-      heldout = zoo[held]
+    for heldout_index, seed in enumerate(config.seeds):
+      train = [runs[i] for runs in by_method.values() for i in range(len(runs))
+               if i != heldout_index]
+      heldout = zoo[heldout_index]
       heldout_accuracy = np.asarray(heldout.valid_accuracy)
       last_early_loss = [float(np.nanmean(c[max(0, early - 5):early])) for c in heldout.curves]
       figure = {"heldout_seed": int(seed), "train_models": sum(len(r.choices) for r in train),

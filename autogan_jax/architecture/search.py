@@ -55,8 +55,8 @@ class SearchConfig:
     candidates_per_model: G proposals per model trained, and as many mutations
       of the archive's top models.
     top_fraction: share of the archive that counts as real.
-    explore_fraction: share of each adversarial round reserved for G samples;
-      the rest goes to the best-scored candidates of G and mutations alike.
+    explore_fraction: share of each adversarial round reserved for G samples.
+      The rest goes to the best-scored candidates of G and mutations alike.
     mutation_candidates: whether mutations of the archive's top models join
       G's samples as candidates (False: G's samples only).
     loss: adversarial loss, one of `gan.LOSSES`.
@@ -186,8 +186,12 @@ class AdversarialProposer:
     self.config = config
     self.task_embedding = np.asarray(task_embedding, np.float32)
     k_g, k_d, self._key = jax.random.split(key, 3)
+    # The host-side pick settings do not enter compiled code, so configs that differ
+    # only there share one cache entry.
+    compiled_config = dataclasses.replace(config, explore_fraction=0.0,
+                                          mutation_candidates=False)
     self.g_config, d_config, g_tx, d_tx, self._train, self._sample, self._score = (
-        _adversarial_functions(space, config, self.task_embedding.shape[0]))
+        _adversarial_functions(space, compiled_config, self.task_embedding.shape[0]))
     self.state = gan.init_state(models_gan.g_model_init(k_g, self.g_config),
                                 models_gan.d_model_init(k_d, d_config), g_tx, d_tx)
     self.metrics: list[dict] = []
@@ -245,18 +249,18 @@ class AdversarialProposer:
   @staticmethod
   def _unseen(candidates: list[np.ndarray], seen: set) -> list[np.ndarray]:
     """Keep the first copy of every candidate not in `seen`, and add it to `seen`."""
-    kept = []
+    new_choices = []
     for choice in candidates:
       if tuple(choice) not in seen:
         seen.add(tuple(choice))
-        kept.append(choice)
-    return kept
+        new_choices.append(choice)
+    return new_choices
 
   def _ranked(self, candidates: list[np.ndarray], source: str,
               pool: int) -> list[tuple[float, str, np.ndarray]]:
     """Return (D's logit, source, choice) triples, best first.
 
-    Features are padded to `pool` rows so that D's compiled scorer sees one shape.
+    Features are padded to `pool` rows so that D's scorer compiles for one shape.
     """
     if not candidates:
       return []

@@ -67,14 +67,17 @@ class RankingConfig:
     validation.check("pairwise_weight", self.pairwise_weight, validation.FloatRange(0.0))
     if self.adversarial_weight + self.pairwise_weight <= 0.0:
       raise validation.ConfigError(
-          "Invalid ranking config: adversarial_weight and pairwise_weight are both 0; "
-          "set at least one of them above 0.")
+          "Invalid ranking config: adversarial_weight and pairwise_weight are both 0. "
+          "Set at least one of them above 0.")
     validation.check("members", self.members, validation.IntRange(1))
 
 
 def pairwise_loss(scores_i: jax.Array, scores_j: jax.Array, ranks_i: jax.Array,
                   ranks_j: jax.Array) -> jax.Array:
-  """RankNet loss of score pairs, weighted by the absolute rank gap; pairs of equal rank count 0."""
+  """Return the RankNet loss of score pairs, weighted by the absolute rank gap.
+
+  Pairs of equal rank have weight 0.
+  """
   sign = jnp.sign(ranks_i - ranks_j)
   weight = jnp.abs(ranks_i - ranks_j)
   losses = jax.nn.softplus(-sign * (scores_i - scores_j))

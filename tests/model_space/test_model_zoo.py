@@ -3,7 +3,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from autogan_jax.core import ConfigError
 from autogan_jax.model_space import data as data_lib
 from autogan_jax.model_space import models_gan
 from autogan_jax.model_space import ranking
@@ -81,3 +83,38 @@ def test_ranker_orders_models_by_accuracy():
   params = ranking.train_ranker(features[:40], accuracy[:40], jax.random.key(0),
                                 ranking.RankingConfig(steps=400))
   assert ranking.spearman(params, features[40:], accuracy[40:]) > 0.8
+
+
+def test_pairwise_loss_rewards_correct_order():
+  correct = ranking.pairwise_loss(jnp.array([2.0]), jnp.array([0.0]), jnp.array([1.0]),
+                                  jnp.array([0.0]))
+  reversed_order = ranking.pairwise_loss(jnp.array([0.0]), jnp.array([2.0]), jnp.array([1.0]),
+                                         jnp.array([0.0]))
+  np.testing.assert_allclose(correct, np.log1p(np.exp(-2.0)), rtol=1e-5)
+  np.testing.assert_allclose(reversed_order, np.log1p(np.exp(2.0)), rtol=1e-5)
+
+
+def test_pairwise_loss_ignores_tied_ranks():
+  tied = ranking.pairwise_loss(jnp.array([0.0, 5.0]), jnp.array([3.0, 1.0]),
+                               jnp.array([0.5, 0.2]), jnp.array([0.5, 0.2]))
+  assert float(tied) == 0.0
+
+
+def test_ranker_standardises_badly_scaled_features():
+  rng = np.random.default_rng(1)
+  features = rng.normal(size=(60, 4)).astype(np.float32)
+  accuracy = features[:, 0] + 0.3 * features[:, 1]
+  features[:, 0] *= 1000.0
+  features[:, 2] += 500.0
+  ranker = ranking.train_ranker(features[:40], accuracy[:40], jax.random.key(0),
+                                ranking.RankingConfig(steps=200, members=2))
+  np.testing.assert_allclose(ranker["mean"][2], features[:40, 2].mean(), rtol=1e-5)
+  assert ranking.score(ranker, features[40:]).shape == (20,)
+  assert ranking.spearman(ranker, features[40:], accuracy[40:]) > 0.8
+
+
+def test_ranking_config_rejects_zero_loss():
+  with pytest.raises(ConfigError, match="pairwise_weight"):
+    ranking.RankingConfig(adversarial_weight=0.0, pairwise_weight=0.0)
+  with pytest.raises(ConfigError, match="members"):
+    ranking.RankingConfig(members=0)
