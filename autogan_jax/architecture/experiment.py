@@ -50,6 +50,7 @@ SCHEMA = {
     "search.candidates_per_model": validation.IntRange(1),
     "search.explore_fraction": validation.FloatRange(0.0, 1.0),
     "search.mutation_candidates": validation.OneOf((True, False)),
+    "search.proposal_temperature": validation.FloatRange(0.0, low_inclusive=False),
     "search.loss": validation.OneOf(("non_saturating", "hinge", "wasserstein")),
     "ranking.steps": validation.IntRange(1),
     "ranking.early_fraction": validation.FloatRange(0.0, 1.0, low_inclusive=False),
@@ -91,6 +92,7 @@ def _search_config(config) -> search_lib.SearchConfig:
       tournament_size=s.tournament_size, gan_steps=s.gan_steps, gan_batch=s.gan_batch,
       candidates_per_model=s.candidates_per_model, top_fraction=s.top_fraction,
       explore_fraction=s.explore_fraction, mutation_candidates=s.mutation_candidates,
+      proposal_temperature=s.proposal_temperature,
       loss=s.loss, g_learning_rate=s.g_learning_rate, d_learning_rate=s.d_learning_rate)
 
 

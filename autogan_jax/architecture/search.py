@@ -61,7 +61,10 @@ class SearchConfig:
       G's samples as candidates (False: G's samples only).
     loss: adversarial loss, one of `gan.LOSSES`.
     g_learning_rate, d_learning_rate: Adam step sizes of G and D.
-    temperature: Gumbel-softmax temperature.
+    temperature: Gumbel-softmax temperature while G and D train.
+    proposal_temperature: G's slot logits are divided by it before the
+      candidates of a round are drawn. Above 1 it spreads G's samples, which
+      otherwise collapse onto the archive's top specs that count as real.
   """
 
   budget: int = 24
@@ -78,6 +81,7 @@ class SearchConfig:
   g_learning_rate: float = 3e-3
   d_learning_rate: float = 3e-3
   temperature: float = 1.0
+  proposal_temperature: float = 2.0
 
   def __post_init__(self):
     validation.check("budget", self.budget, validation.IntRange(1))
@@ -96,6 +100,8 @@ class SearchConfig:
     validation.check("d_learning_rate", self.d_learning_rate,
                      validation.FloatRange(0.0, low_inclusive=False))
     validation.check("temperature", self.temperature,
+                     validation.FloatRange(0.0, low_inclusive=False))
+    validation.check("proposal_temperature", self.proposal_temperature,
                      validation.FloatRange(0.0, low_inclusive=False))
 
 
@@ -171,9 +177,15 @@ def _adversarial_functions(space: space_lib.SearchSpace, config: SearchConfig,
     return jax.lax.scan(body, state, jnp.arange(config.gan_steps))
 
   candidates = config.round_size * config.candidates_per_model
-  sample = jax.jit(lambda g, k, c: models_gan.g_model_sample(g, g_config, k, candidates, c,
-                                                             config.temperature)[0])
-  return (g_config, d_config, g_tx, d_tx, jax.jit(train), sample,
+  def sample(g_params, key, context):
+    # Gumbel-max noise on the scaled logits: the argmax of each slot is a draw from
+    # softmax(logits / proposal_temperature).
+    k_noise, k_gumbel = jax.random.split(key)
+    logits = models_gan.slot_logits(g_params, g_config, k_noise, candidates, context)
+    logits = logits / config.proposal_temperature
+    return logits + jax.random.gumbel(k_gumbel, logits.shape)
+
+  return (g_config, d_config, g_tx, d_tx, jax.jit(train), jax.jit(sample),
           jax.jit(models_gan.d_model_apply))
 
 
