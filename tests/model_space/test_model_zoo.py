@@ -118,3 +118,28 @@ def test_ranking_config_rejects_zero_loss():
     ranking.RankingConfig(adversarial_weight=0.0, pairwise_weight=0.0)
   with pytest.raises(ConfigError, match="members"):
     ranking.RankingConfig(members=0)
+
+
+def _low_group(rng, size):
+  # Models fixed far below the rest, ordered among themselves by feature 1 alone.
+  features = np.stack([np.full(size, -4.0), rng.normal(size=size), rng.normal(size=size)], 1)
+  return features.astype(np.float32), -10.0 + features[:, 1]
+
+
+def test_pairwise_loss_orders_group_below_threshold():
+  # With min_quantile=0.3 the bottom quarter is always fake, so the real/fake loss
+  # cannot see its inner order and only the pairwise loss can learn feature 1.
+  rng = np.random.default_rng(0)
+  upper = rng.normal(size=(90, 3)).astype(np.float32)
+  group, group_accuracy = _low_group(rng, 30)
+  features = np.concatenate([upper, group])
+  accuracy = np.concatenate([1.0 + upper[:, 0], group_accuracy])
+  heldout, heldout_accuracy = _low_group(rng, 20)
+  spearman = {}
+  for name, weights in (("adversarial", {"pairwise_weight": 0.0}),
+                        ("pairwise", {"adversarial_weight": 0.0})):
+    config = ranking.RankingConfig(steps=200, members=2, min_quantile=0.3, **weights)
+    ranker = ranking.train_ranker(features, accuracy, jax.random.key(0), config)
+    spearman[name] = ranking.spearman(ranker, heldout, heldout_accuracy)
+  assert spearman["pairwise"] > 0.9
+  assert spearman["adversarial"] < 0.5
