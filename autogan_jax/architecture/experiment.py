@@ -48,10 +48,16 @@ SCHEMA = {
     "search.round_size": validation.IntRange(1),
     "search.gan_steps": validation.IntRange(1),
     "search.candidates_per_model": validation.IntRange(1),
+    "search.explore_fraction": validation.FloatRange(0.0, 1.0),
+    "search.mutation_candidates": validation.OneOf((True, False)),
+    "search.proposal_temperature": validation.FloatRange(0.0, low_inclusive=False),
     "search.loss": validation.OneOf(("non_saturating", "hinge", "wasserstein")),
     "ranking.steps": validation.IntRange(1),
     "ranking.early_fraction": validation.FloatRange(0.0, 1.0, low_inclusive=False),
     "ranking.curve_points": validation.IntRange(1),
+    "ranking.adversarial_weight": validation.FloatRange(0.0),
+    "ranking.pairwise_weight": validation.FloatRange(0.0),
+    "ranking.members": validation.IntRange(1),
     "weights.enabled": validation.OneOf((True, False)),
     "weights.archive_size": validation.IntRange(2),
     "weights.archive_steps": validation.IntRange(1),
@@ -69,6 +75,7 @@ def validate_config(config) -> None:
                                  "seeds must be distinct.")
   _space(config)
   _search_config(config)
+  _ranking_config(config)
 
 
 def _space(config) -> space_lib.SearchSpace:
@@ -83,14 +90,23 @@ def _search_config(config) -> search_lib.SearchConfig:
   return search_lib.SearchConfig(
       budget=s.budget, round_size=s.round_size, evolution_population=s.evolution_population,
       tournament_size=s.tournament_size, gan_steps=s.gan_steps, gan_batch=s.gan_batch,
-      candidates_per_model=s.candidates_per_model, top_fraction=s.top_fraction, loss=s.loss,
-      g_learning_rate=s.g_learning_rate, d_learning_rate=s.d_learning_rate)
+      candidates_per_model=s.candidates_per_model, top_fraction=s.top_fraction,
+      explore_fraction=s.explore_fraction, mutation_candidates=s.mutation_candidates,
+      proposal_temperature=s.proposal_temperature,
+      loss=s.loss, g_learning_rate=s.g_learning_rate, d_learning_rate=s.d_learning_rate)
+
+
+def _ranking_config(config) -> ranking.RankingConfig:
+  r = config.ranking
+  return ranking.RankingConfig(steps=r.steps, adversarial_weight=r.adversarial_weight,
+                               pairwise_weight=r.pairwise_weight, members=r.members)
 
 
 def _result_to_json(result: search_lib.SearchResult) -> dict:
   return {"method": result.method, "choices": [c.tolist() for c in result.choices],
           "valid_accuracy": result.valid_accuracy, "test_accuracy": result.test_accuracy,
-          "curves": [c.tolist() for c in result.curves], "quarantined": result.quarantined}
+          "curves": [c.tolist() for c in result.curves], "quarantined": result.quarantined,
+          "generator_picks": result.generator_picks}
 
 
 def _result_from_json(data: dict) -> search_lib.SearchResult:
@@ -98,7 +114,7 @@ def _result_from_json(data: dict) -> search_lib.SearchResult:
       method=data["method"], choices=[np.asarray(c) for c in data["choices"]],
       valid_accuracy=data["valid_accuracy"], test_accuracy=data["test_accuracy"],
       curves=[np.asarray(c, np.float32) for c in data["curves"]],
-      quarantined=data["quarantined"])
+      quarantined=data["quarantined"], generator_picks=data.get("generator_picks", 0))
 
 
 def _load_task(name: str, config):
@@ -143,13 +159,16 @@ def run_searches(config, workdir: pathlib.Path, metrics_log=None) -> dict:
 
 
 def ranking_figures(config, results: dict) -> dict:
-  """Train D_model on every search of all seeds but the last; rank the last seed's random zoo.
+  """Rank each seed's random zoo with a D_model trained on the searches of the other seeds.
 
-  The held-out models are the random search of the last seed, a uniform sample
-  of the space. No search of the last seed trains D, because all of them share
-  their first round with the held-out models.
+  For every held-out seed, the held-out models are that seed's random search,
+  a uniform sample of the space. D trains on every search of the other seeds.
+  No search of the held-out seed trains D, because all of them share their
+  first round with the held-out models. Figures are given per held-out seed
+  and as the mean over held-out seeds.
   """
   space = _space(config)
+  ranking_config = _ranking_config(config)
   figures = {}
   for task, by_method in results.items():
     zoo = by_method.get("random")
@@ -169,23 +188,30 @@ def ranking_figures(config, results: dict) -> dict:
         rows.append(np.concatenate(parts))
       return np.stack(rows)
 
-    train = [r for runs in by_method.values() for r in runs[:-1]]
-    heldout = zoo[-1]
-    heldout_accuracy = np.asarray(heldout.valid_accuracy)
-    last_early_loss = [float(np.nanmean(c[max(0, early - 5):early])) for c in heldout.curves]
-    figure = {"train_models": sum(len(r.choices) for r in train),
-              "heldout_models": len(heldout.choices), "heldout_seed": int(config.seeds[-1]),
-              "early_steps": early, "split": "validation accuracy of held-out zoo models",
-              "spearman_minus_early_loss_baseline": float(stats.spearmanr(
-                  -np.nan_to_num(last_early_loss, nan=1e9), heldout_accuracy).statistic)}
-    accuracy = np.concatenate([r.valid_accuracy for r in train])
-    for label, with_curve in (("spec_and_early_curve", True), ("spec_only", False)):
-      x = np.concatenate([features(r, with_curve) for r in train])
-      params = ranking.train_ranker(x, accuracy, jax.random.key(config.seeds[0]),
-                                    ranking.RankingConfig(steps=config.ranking.steps))
-      figure[f"spearman_{label}"] = ranking.spearman(params, features(heldout, with_curve),
-                                                     heldout_accuracy)
-    figures[task] = figure
+    per_seed = []
+    for heldout_index, seed in enumerate(config.seeds):
+      train = [runs[i] for runs in by_method.values() for i in range(len(runs))
+               if i != heldout_index]
+      heldout = zoo[heldout_index]
+      heldout_accuracy = np.asarray(heldout.valid_accuracy)
+      last_early_loss = [float(np.nanmean(c[max(0, early - 5):early])) for c in heldout.curves]
+      figure = {"heldout_seed": int(seed), "train_models": sum(len(r.choices) for r in train),
+                "heldout_models": len(heldout.choices),
+                "spearman_minus_early_loss_baseline": float(stats.spearmanr(
+                    -np.nan_to_num(last_early_loss, nan=1e9), heldout_accuracy).statistic)}
+      accuracy = np.concatenate([r.valid_accuracy for r in train])
+      for label, with_curve in (("spec_and_early_curve", True), ("spec_only", False)):
+        x = np.concatenate([features(r, with_curve) for r in train])
+        ranker = ranking.train_ranker(x, accuracy, jax.random.key(seed), ranking_config)
+        figure[f"spearman_{label}"] = ranking.spearman(ranker, features(heldout, with_curve),
+                                                       heldout_accuracy)
+      per_seed.append(figure)
+    keys = ("spearman_spec_and_early_curve", "spearman_spec_only",
+            "spearman_minus_early_loss_baseline")
+    figures[task] = {
+        "early_steps": early, "split": "validation accuracy of held-out zoo models",
+        "per_seed": per_seed,
+        **{f"{k}_mean": float(np.mean([f[k] for f in per_seed])) for k in keys}}
   return figures
 
 
@@ -224,7 +250,8 @@ def search_figures(results: dict) -> dict:
           "test_accuracy_of_best_mean": float(tests.mean()),
           "test_accuracy_of_best_std": float(tests.std()),
           "best_valid_by_budget_mean": best_valid.mean(0).tolist(),
-          "quarantined": int(sum(r.quarantined for r in runs))}
+          "quarantined": int(sum(r.quarantined for r in runs)),
+          "generator_picks": int(sum(r.generator_picks for r in runs))}
     methods = figures[task]
     if {"adversarial", "random", "evolution"} <= set(methods):
       adv = methods["adversarial"]["test_accuracy_of_best_mean"]
@@ -275,11 +302,12 @@ def markdown_report(config, search: dict, ranks: dict, weights: dict | None) -> 
           "with the best validation accuracy. Means and standard deviations are over seeds.\n"]
   for task, methods in search.items():
     rows = [[m, f["seeds"], f["best_valid_accuracy_mean"], f["best_valid_accuracy_std"],
-             f["test_accuracy_of_best_mean"], f["test_accuracy_of_best_std"], f["quarantined"]]
+             f["test_accuracy_of_best_mean"], f["test_accuracy_of_best_std"], f["quarantined"],
+             f["generator_picks"]]
             for m, f in methods.items() if m != "goal"]
     text.append(f"## {task}\n")
     text.append(_table(["method", "seeds", "best valid acc", "std", "test acc of best", "std",
-                        "quarantined"], rows))
+                        "quarantined", "picked from G samples"], rows))
     if "goal" in methods:
       g = methods["goal"]
       text.append(f"\nAdversarial search beats random search: {g['beats_random']}; "
@@ -290,13 +318,17 @@ def markdown_report(config, search: dict, ranks: dict, weights: dict | None) -> 
     if "note" in f:
       text.append(f"- {task}: {f['note']}\n")
       continue
-    text.append(f"- {task}: Spearman {f['spearman_spec_and_early_curve']:.3f} from spec and "
-                f"the first {f['early_steps']} training steps (spec alone: "
-                f"{f['spearman_spec_only']:.3f}; minus the mean loss of the last five early "
-                f"steps alone: {f['spearman_minus_early_loss_baseline']:.3f}); trained on "
-                f"{f['train_models']} models of the other seeds' searches, ranked "
-                f"{f['heldout_models']} random-search models of seed {f['heldout_seed']} by "
-                "validation accuracy.\n")
+    per_seed = ", ".join(f"{p['spearman_spec_and_early_curve']:.3f} (seed {p['heldout_seed']})"
+                         for p in f["per_seed"])
+    first = f["per_seed"][0]
+    text.append(f"- {task}: Spearman {f['spearman_spec_and_early_curve_mean']:.3f} (mean over "
+                f"{len(f['per_seed'])} held-out seeds: {per_seed}) from spec and the first "
+                f"{f['early_steps']} training steps; spec alone: "
+                f"{f['spearman_spec_only_mean']:.3f}; minus the mean loss of the last five "
+                f"early steps alone: {f['spearman_minus_early_loss_baseline_mean']:.3f}. "
+                f"Each held-out seed's {first['heldout_models']} random-search models are "
+                f"ranked by validation accuracy; D trains on the {first['train_models']} models "
+                "of the other seeds' searches.\n")
   if weights is not None:
     text.append(f"\n## Generated weights against copies ({weights['spec']}, digits, seeds "
                 f"{weights['seeds']}, validation accuracy, mean over seeds of the mean over "

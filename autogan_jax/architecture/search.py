@@ -13,8 +13,12 @@ specs, so the methods differ only in how they choose the later rounds.
   where real is the top `top_fraction` of the archive by validation accuracy and
   the rest of the archive joins G's samples as fakes. G receives the task embedding
   and the mean rank of earlier candidates per option. Each round G proposes
-  `candidates_per_model` times as many new specs as the round trains; D ranks
-  them and the best-scored unseen ones are trained.
+  `candidates_per_model` times as many new specs as the round trains, and as
+  many one-slot mutations of the archive's top `top_fraction` join them. D
+  scores the unseen candidates. The round trains the `explore_fraction` share
+  best-scored G samples and fills the rest with the best-scored candidates of
+  either source, so D decides between exploiting the archive's best region and
+  G's proposals.
 """
 
 from __future__ import annotations
@@ -48,11 +52,19 @@ class SearchConfig:
     tournament_size: models per tournament of regularized evolution.
     gan_steps: adversarial steps per round.
     gan_batch: real samples per adversarial step.
-    candidates_per_model: G proposals per model trained.
+    candidates_per_model: G proposals per model trained, and as many mutations
+      of the archive's top models.
     top_fraction: share of the archive that counts as real.
+    explore_fraction: share of each adversarial round reserved for G samples.
+      The rest goes to the best-scored candidates of G and mutations alike.
+    mutation_candidates: whether mutations of the archive's top models join
+      G's samples as candidates (False: G's samples only).
     loss: adversarial loss, one of `gan.LOSSES`.
     g_learning_rate, d_learning_rate: Adam step sizes of G and D.
-    temperature: Gumbel-softmax temperature.
+    temperature: Gumbel-softmax temperature while G and D train.
+    proposal_temperature: G's slot logits are divided by it before the
+      candidates of a round are drawn. Above 1 it spreads G's samples, which
+      otherwise collapse onto the archive's top specs that count as real.
   """
 
   budget: int = 24
@@ -63,10 +75,13 @@ class SearchConfig:
   gan_batch: int = 16
   candidates_per_model: int = 8
   top_fraction: float = 0.25
+  explore_fraction: float = 0.25
+  mutation_candidates: bool = True
   loss: str = "non_saturating"
   g_learning_rate: float = 3e-3
   d_learning_rate: float = 3e-3
   temperature: float = 1.0
+  proposal_temperature: float = 2.0
 
   def __post_init__(self):
     validation.check("budget", self.budget, validation.IntRange(1))
@@ -78,12 +93,15 @@ class SearchConfig:
     validation.check("candidates_per_model", self.candidates_per_model, validation.IntRange(1))
     validation.check("top_fraction", self.top_fraction,
                      validation.FloatRange(0.0, 1.0, low_inclusive=False))
+    validation.check("explore_fraction", self.explore_fraction, validation.FloatRange(0.0, 1.0))
     validation.check_choice("loss", self.loss, gan.LOSSES)
     validation.check("g_learning_rate", self.g_learning_rate,
                      validation.FloatRange(0.0, low_inclusive=False))
     validation.check("d_learning_rate", self.d_learning_rate,
                      validation.FloatRange(0.0, low_inclusive=False))
     validation.check("temperature", self.temperature,
+                     validation.FloatRange(0.0, low_inclusive=False))
+    validation.check("proposal_temperature", self.proposal_temperature,
                      validation.FloatRange(0.0, low_inclusive=False))
 
 
@@ -97,6 +115,8 @@ class SearchResult:
     valid_accuracy, test_accuracy: held-out metrics of every trained spec.
     curves: training loss curve of every spec.
     quarantined: models whose training produced NaN or infinity.
+    generator_picks: models of the adversarial rounds that came from G's
+      samples (the rest came from mutations or random fill).
     records: the trained models themselves, kept when `run_search` is asked to.
   """
 
@@ -106,6 +126,7 @@ class SearchResult:
   test_accuracy: list[float]
   curves: list[np.ndarray] = dataclasses.field(default_factory=list)
   quarantined: int = 0
+  generator_picks: int = 0
   records: list[zoo_lib.ModelRecord] = dataclasses.field(default_factory=list)
 
   def best_so_far(self) -> np.ndarray:
@@ -156,9 +177,15 @@ def _adversarial_functions(space: space_lib.SearchSpace, config: SearchConfig,
     return jax.lax.scan(body, state, jnp.arange(config.gan_steps))
 
   candidates = config.round_size * config.candidates_per_model
-  sample = jax.jit(lambda g, k, c: models_gan.g_model_sample(g, g_config, k, candidates, c,
-                                                             config.temperature)[0])
-  return (g_config, d_config, g_tx, d_tx, jax.jit(train), sample,
+  def sample(g_params, key, context):
+    # Gumbel-max noise on the scaled logits: the argmax of each slot is a draw from
+    # softmax(logits / proposal_temperature).
+    k_noise, k_gumbel = jax.random.split(key)
+    logits = models_gan.slot_logits(g_params, g_config, k_noise, candidates, context)
+    logits = logits / config.proposal_temperature
+    return logits + jax.random.gumbel(k_gumbel, logits.shape)
+
+  return (g_config, d_config, g_tx, d_tx, jax.jit(train), jax.jit(sample),
           jax.jit(models_gan.d_model_apply))
 
 
@@ -171,15 +198,20 @@ class AdversarialProposer:
     self.config = config
     self.task_embedding = np.asarray(task_embedding, np.float32)
     k_g, k_d, self._key = jax.random.split(key, 3)
+    # The host-side pick settings do not enter compiled code, so configs that differ
+    # only there share one cache entry.
+    compiled_config = dataclasses.replace(config, explore_fraction=0.0,
+                                          mutation_candidates=False)
     self.g_config, d_config, g_tx, d_tx, self._train, self._sample, self._score = (
-        _adversarial_functions(space, config, self.task_embedding.shape[0]))
+        _adversarial_functions(space, compiled_config, self.task_embedding.shape[0]))
     self.state = gan.init_state(models_gan.g_model_init(k_g, self.g_config),
                                 models_gan.d_model_init(k_d, d_config), g_tx, d_tx)
     self.metrics: list[dict] = []
+    self.picked_from_generator: list[int] = []
 
   def propose(self, choices: list[np.ndarray], scores: list[float], count: int,
               rng: np.random.Generator, round_index: int) -> list[np.ndarray]:
-    """Train G and D on the archive, then return `count` new choices ranked by D."""
+    """Train G and D on the archive, then return `count` new unseen choices picked by D."""
     budget = self.config.budget
     features = np.zeros((budget, self.space.num_features), np.float32)
     features[:len(choices)] = np.stack([self.space.features(c) for c in choices])
@@ -202,18 +234,22 @@ class AdversarialProposer:
     sampled = np.asarray(self._sample(self.state.g_params, jax.random.fold_in(key, 10**6),
                                       jnp.asarray(context)))
     seen = {tuple(c) for c in choices}
-    candidates = []
-    for row in sampled:
-      choice = self.space.canonical(self._argmax_slots(row))
-      if tuple(choice) not in seen:
-        seen.add(tuple(choice))
-        candidates.append(choice)
-    if candidates:
-      scored = np.asarray(self._score(self.state.d_params,
-                                      jnp.asarray(np.stack([self.space.features(c)
-                                                            for c in candidates]))))
-      candidates = [candidates[i] for i in np.argsort(-scored)]
-    picked = candidates[:count]
+    generated = self._unseen([self.space.canonical(self._argmax_slots(row)) for row in sampled],
+                             seen)
+    mutants = []
+    if self.config.mutation_candidates:
+      parents = [choices[i] for i in order[:top]]
+      mutants = self._unseen([self.space.mutate(parents[i % len(parents)], rng)
+                              for i in range(len(sampled))], seen)
+    pool = len(sampled)
+    generated = self._ranked(generated, "generator", pool)
+    mutants = self._ranked(mutants, "mutation", pool)
+    explore = min(len(generated), int(round(self.config.explore_fraction * count)))
+    chosen = generated[:explore]
+    rest = sorted(generated[explore:] + mutants, key=lambda entry: -entry[0])
+    chosen += rest[:count - len(chosen)]
+    self.picked_from_generator.append(sum(source == "generator" for _, source, _ in chosen))
+    picked = [choice for _, _, choice in chosen]
     # G may collapse onto specs already trained; the rest of the round is random.
     while len(picked) < count:
       choice = self.space.sample(rng)
@@ -221,6 +257,29 @@ class AdversarialProposer:
         seen.add(tuple(choice))
         picked.append(choice)
     return picked
+
+  @staticmethod
+  def _unseen(candidates: list[np.ndarray], seen: set) -> list[np.ndarray]:
+    """Keep the first copy of every candidate not in `seen`, and add it to `seen`."""
+    new_choices = []
+    for choice in candidates:
+      if tuple(choice) not in seen:
+        seen.add(tuple(choice))
+        new_choices.append(choice)
+    return new_choices
+
+  def _ranked(self, candidates: list[np.ndarray], source: str,
+              pool: int) -> list[tuple[float, str, np.ndarray]]:
+    """Return (D's logit, source, choice) triples, best first.
+
+    Features are padded to `pool` rows so that D's scorer compiles for one shape.
+    """
+    if not candidates:
+      return []
+    features = np.zeros((max(pool, len(candidates)), self.space.num_features), np.float32)
+    features[:len(candidates)] = np.stack([self.space.features(c) for c in candidates])
+    scores = np.asarray(self._score(self.state.d_params, jnp.asarray(features)))[:len(candidates)]
+    return [(float(scores[i]), source, candidates[i]) for i in np.argsort(-scores)]
 
   def _argmax_slots(self, row: np.ndarray) -> np.ndarray:
     choice, start = [], 0
@@ -284,3 +343,4 @@ def run_search(method: str, trainer: zoo_lib.ZooTrainer, task_embedding: np.ndar
       batch = _evolve(space, result.choices, result.valid_accuracy, count, config, rng)
     else:
       batch = proposer.propose(result.choices, result.valid_accuracy, count, rng, round_index)
+      result.generator_picks += proposer.picked_from_generator[-1]

@@ -100,14 +100,22 @@ def weight_statistics(params: network.Params) -> jax.Array:
 
 def curve_features(curve: np.ndarray, early_steps: int, points: int,
                    num_classes: int) -> np.ndarray:
-  """Summarise the first `early_steps` training losses as `points` chunk means over log(classes)."""
-  early = np.asarray(curve[:early_steps], np.float64)
-  early = np.where(np.isfinite(early), early, 10.0 * math.log(num_classes))
+  """Summarise the first `early_steps` training losses, float32 [points + 4].
+
+  Losses are divided by log(num_classes), the loss of a uniform prediction, so
+  that tasks share one scale; NaN and infinity read as 10. The features are
+  `points` chunk means, the last minus the first chunk mean, the mean of the
+  last quarter of the early steps, the minimum and the log of that last mean.
+  """
+  early = np.asarray(curve[:early_steps], np.float64) / math.log(num_classes)
+  early = np.where(np.isfinite(early), early, 10.0)
   chunks = np.array_split(early, min(points, len(early)))
-  means = np.array([c.mean() for c in chunks]) / math.log(num_classes)
+  means = np.array([c.mean() for c in chunks])
   means = np.pad(means, (0, points - len(means)), mode="edge")
   slope = means[-1] - means[0]
-  return np.concatenate([means, [slope]]).astype(np.float32)
+  tail = early[-max(1, len(early) // 4):].mean()
+  return np.concatenate([means, [slope, tail, early.min(), np.log(tail + 1e-3)]]).astype(
+      np.float32)
 
 
 # G_model.

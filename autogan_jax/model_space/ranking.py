@@ -1,10 +1,15 @@
 """D_model as a ranker of trained models from their spec and early training curve.
 
-D is trained with the adversarial discriminator loss where, at each step, a
-random share of the training zoo counts as real (the models above a random
-accuracy quantile) and the rest as fake. Its logit therefore grows with the
-chance that a model beats a random threshold, so it orders models by final
-accuracy. Spearman's correlation on held-out models judges the ranking.
+D's loss has two terms. The adversarial term is the discriminator loss where,
+at each step, the training models above a random accuracy quantile count as
+real and the rest as fake, so D's logit grows with the chance that a model
+beats a random threshold. The pairwise term is the RankNet loss (Burges et al.,
+"Learning to Rank using Gradient Descent", 2005) on random pairs of training
+models, weighted by their rank gap, which rewards the order of the logits
+directly. Inputs are standardised with the training models' mean and standard
+deviation, and the score of a model is the mean logit of `members`
+independently initialised copies of D. Spearman's correlation on held-out
+models judges the ranking.
 """
 
 from __future__ import annotations
@@ -29,11 +34,15 @@ class RankingConfig:
 
   Attributes:
     steps: Adam steps.
-    batch: real and fake samples per step.
+    batch: real and fake samples per step; the pairwise term draws 4 * batch pairs.
     learning_rate: Adam step size.
     weight_decay: decoupled weight decay.
     min_quantile, max_quantile: range of the random accuracy quantile that
       separates real from fake.
+    adversarial_weight: weight of the real/fake discriminator loss.
+    pairwise_weight: weight of the pairwise ranking loss.
+    members: independently initialised copies of D whose logits are averaged.
+    hidden: hidden layer sizes of D.
   """
 
   steps: int = 2000
@@ -42,6 +51,10 @@ class RankingConfig:
   weight_decay: float = 1e-4
   min_quantile: float = 0.1
   max_quantile: float = 0.9
+  adversarial_weight: float = 1.0
+  pairwise_weight: float = 1.0
+  members: int = 4
+  hidden: tuple[int, ...] = (64, 64)
 
   def __post_init__(self):
     validation.check("steps", self.steps, validation.IntRange(1))
@@ -50,25 +63,54 @@ class RankingConfig:
                      validation.FloatRange(0.0, 1.0, high_inclusive=False))
     validation.check("max_quantile", self.max_quantile,
                      validation.FloatRange(self.min_quantile, 1.0, high_inclusive=False))
+    validation.check("adversarial_weight", self.adversarial_weight, validation.FloatRange(0.0))
+    validation.check("pairwise_weight", self.pairwise_weight, validation.FloatRange(0.0))
+    if self.adversarial_weight + self.pairwise_weight <= 0.0:
+      raise validation.ConfigError(
+          "Invalid ranking config: adversarial_weight and pairwise_weight are both 0. "
+          "Set at least one of them above 0.")
+    validation.check("members", self.members, validation.IntRange(1))
+
+
+def pairwise_loss(scores_i: jax.Array, scores_j: jax.Array, ranks_i: jax.Array,
+                  ranks_j: jax.Array) -> jax.Array:
+  """Return the RankNet loss of score pairs, weighted by the absolute rank gap.
+
+  Pairs of equal rank have weight 0.
+  """
+  sign = jnp.sign(ranks_i - ranks_j)
+  weight = jnp.abs(ranks_i - ranks_j)
+  losses = jax.nn.softplus(-sign * (scores_i - scores_j))
+  return jnp.sum(weight * losses) / (jnp.sum(weight) + 1e-6)
 
 
 @functools.lru_cache(maxsize=16)
 def _make_ranker_training(config: RankingConfig, num_features: int):
-  d_config = models_gan.DModelConfig(spec_features=num_features)
+  d_config = models_gan.DModelConfig(spec_features=num_features, hidden=config.hidden)
   tx = optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
 
   def loss_fn(params, x, r, key):
-    k_q, k_real, k_fake = jax.random.split(key, 3)
-    quantile = jax.random.uniform(k_q, (), minval=config.min_quantile,
-                                  maxval=config.max_quantile)
-    above = (r > quantile).astype(jnp.float32)
-    real = jax.random.choice(k_real, x.shape[0], (config.batch,), p=above / jnp.sum(above))
-    fake = jax.random.choice(k_fake, x.shape[0], (config.batch,),
-                             p=(1.0 - above) / jnp.sum(1.0 - above))
-    return gan.discriminator_loss("non_saturating", models_gan.d_model_apply(params, x[real]),
-                                  models_gan.d_model_apply(params, x[fake]))
+    k_q, k_real, k_fake, k_i, k_j = jax.random.split(key, 5)
+    loss = 0.0
+    if config.adversarial_weight > 0.0:
+      quantile = jax.random.uniform(k_q, (), minval=config.min_quantile,
+                                    maxval=config.max_quantile)
+      above = (r > quantile).astype(jnp.float32)
+      real = jax.random.choice(k_real, x.shape[0], (config.batch,), p=above / jnp.sum(above))
+      fake = jax.random.choice(k_fake, x.shape[0], (config.batch,),
+                               p=(1.0 - above) / jnp.sum(1.0 - above))
+      loss += config.adversarial_weight * gan.discriminator_loss(
+          "non_saturating", models_gan.d_model_apply(params, x[real]),
+          models_gan.d_model_apply(params, x[fake]))
+    if config.pairwise_weight > 0.0:
+      i = jax.random.randint(k_i, (4 * config.batch,), 0, x.shape[0])
+      j = jax.random.randint(k_j, (4 * config.batch,), 0, x.shape[0])
+      loss += config.pairwise_weight * pairwise_loss(
+          models_gan.d_model_apply(params, x[i]), models_gan.d_model_apply(params, x[j]),
+          r[i], r[j])
+    return loss
 
-  def train(key, x, r):
+  def train_member(key, x, r):
     k_init, k_train = jax.random.split(key)
     params = models_gan.d_model_init(k_init, d_config)
 
@@ -81,20 +123,40 @@ def _make_ranker_training(config: RankingConfig, num_features: int):
     (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), jnp.arange(config.steps))
     return params
 
+  def train(key, x, r):
+    keys = jax.random.split(key, config.members)
+    return jax.vmap(train_member, in_axes=(0, None, None))(keys, x, r)
+
   return jax.jit(train)
 
 
 def train_ranker(features: np.ndarray, accuracy: np.ndarray, key: jax.Array,
                  config: RankingConfig = RankingConfig()) -> dict:
-  """Train D_model on `features` [models, F] against `accuracy` [models]; return its params."""
+  """Train D_model on `features` [models, F] against `accuracy` [models].
+
+  Returns:
+    A dict with "members" (D's parameters with a leading member axis) and the
+    input standardisation "mean" and "scale" [F].
+  """
+  features = np.asarray(features, np.float32)
   if features.shape[0] < 4:
     raise ValueError(f"Ranking needs at least 4 training models, got {features.shape[0]}.")
+  mean = features.mean(0)
+  scale = features.std(0) + 1e-6
   ranks = np.argsort(np.argsort(accuracy)) / (len(accuracy) - 1)
   train = _make_ranker_training(config, features.shape[1])
-  return train(key, jnp.asarray(features, jnp.float32), jnp.asarray(ranks, jnp.float32))
+  members = train(key, jnp.asarray((features - mean) / scale),
+                  jnp.asarray(ranks, jnp.float32))
+  return {"members": members, "mean": jnp.asarray(mean), "scale": jnp.asarray(scale)}
 
 
-def spearman(params: dict, features: np.ndarray, accuracy: np.ndarray) -> float:
-  """Return Spearman's rank correlation between D's logits and `accuracy`."""
-  scores = np.asarray(models_gan.d_model_apply(params, jnp.asarray(features)))
-  return float(stats.spearmanr(scores, accuracy).statistic)
+def score(ranker: dict, features: np.ndarray) -> np.ndarray:
+  """Return the ranker's score of every row of `features`: its members' mean logit."""
+  x = (jnp.asarray(features, jnp.float32) - ranker["mean"]) / ranker["scale"]
+  logits = jax.vmap(models_gan.d_model_apply, in_axes=(0, None))(ranker["members"], x)
+  return np.asarray(logits.mean(0))
+
+
+def spearman(ranker: dict, features: np.ndarray, accuracy: np.ndarray) -> float:
+  """Return Spearman's rank correlation between the ranker's scores and `accuracy`."""
+  return float(stats.spearmanr(score(ranker, features), accuracy).statistic)

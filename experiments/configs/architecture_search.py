@@ -6,42 +6,50 @@ import ml_collections
 def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   """Return the config of `preset`.
 
-  "smoke" runs in the tests. "default" is sized for about ten minutes on two
-  idle CPU cores (an estimate), and "large" is for one GPU.
+  "smoke" runs in the tests. "default" searches the MLP and Transformer
+  families and is sized for under 25 minutes on two CPU cores (an estimate
+  from one run on two cores shared with other jobs). "large" adds the LSTM and
+  GRU families, longer training and larger budgets, and is meant for one GPU.
   """
   c = ml_collections.ConfigDict()
   c.tasks = ("digits", "chars")
   c.seeds = (0, 1, 2)
   c.methods = ("adversarial", "random", "evolution")
-  c.train_steps = 100
+  c.train_steps = 60
   c.population_size = 4
   c.char_context = 16
-  c.char_eval_windows = 2048
+  c.char_eval_windows = 1024
 
   c.space = ml_collections.ConfigDict()
-  c.space.families = ("mlp", "transformer", "lstm", "gru")
+  c.space.families = ("mlp", "transformer")
   c.space.depths = (1, 2, 3)
   c.space.widths = (16, 32, 64, 128)
   c.space.model_dims = (16, 32)
   c.space.heads = (1, 2, 4)
 
   c.search = ml_collections.ConfigDict()
-  c.search.budget = 24
-  c.search.round_size = 8
-  c.search.evolution_population = 12
+  c.search.budget = 16
+  c.search.round_size = 4
+  c.search.evolution_population = 8
   c.search.tournament_size = 4
-  c.search.gan_steps = 200
+  c.search.gan_steps = 150
   c.search.gan_batch = 16
   c.search.candidates_per_model = 8
   c.search.top_fraction = 0.25
+  c.search.explore_fraction = 0.25
+  c.search.mutation_candidates = True
+  c.search.proposal_temperature = 2.0
   c.search.loss = "non_saturating"
   c.search.g_learning_rate = 3e-3
   c.search.d_learning_rate = 3e-3
 
   c.ranking = ml_collections.ConfigDict()
-  c.ranking.steps = 2000
+  c.ranking.steps = 1000
   c.ranking.early_fraction = 0.25
   c.ranking.curve_points = 4
+  c.ranking.adversarial_weight = 1.0
+  c.ranking.pairwise_weight = 1.0
+  c.ranking.members = 4
 
   c.weights = ml_collections.ConfigDict()
   c.weights.enabled = True
@@ -69,6 +77,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.search.gan_steps = 10
     c.search.candidates_per_model = 2
     c.ranking.steps = 50
+    c.ranking.members = 2
     c.weights.widths = (16,)
     c.weights.archive_size = 4
     c.weights.archive_steps = 5
@@ -79,6 +88,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.seeds = (0, 1, 2, 3, 4)
     c.train_steps = 1000
     c.population_size = 32
+    c.char_eval_windows = 2048
+    c.space.families = ("mlp", "transformer", "lstm", "gru")
     c.space.depths = (1, 2, 3, 4)
     c.space.widths = (32, 64, 128, 256)
     c.space.model_dims = (32, 64)

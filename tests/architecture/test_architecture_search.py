@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -57,6 +58,46 @@ def test_history_features_rank_options():
   assert history[1] == 1.0
 
 
+def _proposer_archive(space, size, seed):
+  rng = np.random.default_rng(seed)
+  choices = [space.sample(rng) for _ in range(size)]
+  # The validation accuracy grows with the learning-rate option, so the best region is known.
+  slot = [name for name, _ in space.slots()].index("learning_rate")
+  scores = [float(c[slot]) + 0.01 * i for i, c in enumerate(choices)]
+  return choices, scores
+
+
+@pytest.mark.parametrize("explore_fraction,mutations", [(1.0, True), (0.0, False),
+                                                        (0.25, True)])
+def test_adversarial_proposals_are_new_and_counted(explore_fraction, mutations):
+  space = space_lib.SearchSpace(families=("mlp",), depths=(1, 2), widths=(8, 16),
+                                model_dims=(4,), heads=(1, 2))
+  config = search.SearchConfig(budget=12, round_size=4, gan_steps=5, gan_batch=4,
+                               candidates_per_model=4, explore_fraction=explore_fraction,
+                               mutation_candidates=mutations)
+  proposer = search.AdversarialProposer(space, np.array([1.0, 0.0]), config,
+                                        jax.random.key(0))
+  choices, scores = _proposer_archive(space, 8, seed=0)
+  picked = proposer.propose(choices, scores, 4, np.random.default_rng(0), round_index=1)
+  assert len(picked) == 4
+  keys = {tuple(c) for c in picked}
+  assert len(keys) == 4
+  assert not keys & {tuple(c) for c in choices}
+  generator_picks = proposer.picked_from_generator[-1]
+  assert 0 <= generator_picks <= 4
+  # G draws 16 samples from a space of thousands of specs, so with these keys some are new.
+  assert generator_picks >= round(explore_fraction * 4)
+  if not mutations:
+    assert generator_picks >= 1
+  if explore_fraction == 1.0:
+    assert generator_picks == 4
+
+
+def test_search_config_rejects_explore_fraction():
+  with pytest.raises(ConfigError, match="explore_fraction=1.5"):
+    search.SearchConfig(explore_fraction=1.5)
+
+
 def _smoke_config():
   config = config_lib.get_config("smoke")
   return config
@@ -82,7 +123,9 @@ def test_smoke_experiment_writes_report_and_resumes(tmp_path):
       figure = report["search"][task][method]
       assert figure["seeds"] == len(config.seeds)
       assert len(figure["best_valid_by_budget_mean"]) == config.search.budget
-    assert np.isfinite(report["ranking"][task]["spearman_spec_and_early_curve"])
+    ranks = report["ranking"][task]
+    assert len(ranks["per_seed"]) == len(config.seeds)
+    assert np.isfinite(ranks["spearman_spec_and_early_curve_mean"])
   methods = report["weights"]["mean"]
   assert set(methods) == {"generated", "archive_plus_noise", "archive_average", "fresh_init"}
   assert (tmp_path / "best_found_vs_budget.png").stat().st_size > 0

@@ -3,7 +3,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from autogan_jax.core import ConfigError
 from autogan_jax.model_space import data as data_lib
 from autogan_jax.model_space import models_gan
 from autogan_jax.model_space import ranking
@@ -69,7 +71,7 @@ def test_weight_statistics_ignore_unit_order():
 def test_curve_features_handle_short_curves():
   curve = np.array([2.0, 1.0, np.nan])
   features = models_gan.curve_features(curve, early_steps=3, points=4, num_classes=10)
-  assert features.shape == (5,)
+  assert features.shape == (8,)
   assert np.all(np.isfinite(features))
   np.testing.assert_allclose(features[0], 2.0 / np.log(10.0), rtol=1e-6)
 
@@ -81,3 +83,63 @@ def test_ranker_orders_models_by_accuracy():
   params = ranking.train_ranker(features[:40], accuracy[:40], jax.random.key(0),
                                 ranking.RankingConfig(steps=400))
   assert ranking.spearman(params, features[40:], accuracy[40:]) > 0.8
+
+
+def test_pairwise_loss_rewards_correct_order():
+  correct = ranking.pairwise_loss(jnp.array([2.0]), jnp.array([0.0]), jnp.array([1.0]),
+                                  jnp.array([0.0]))
+  reversed_order = ranking.pairwise_loss(jnp.array([0.0]), jnp.array([2.0]), jnp.array([1.0]),
+                                         jnp.array([0.0]))
+  np.testing.assert_allclose(correct, np.log1p(np.exp(-2.0)), rtol=1e-5)
+  np.testing.assert_allclose(reversed_order, np.log1p(np.exp(2.0)), rtol=1e-5)
+
+
+def test_pairwise_loss_ignores_tied_ranks():
+  tied = ranking.pairwise_loss(jnp.array([0.0, 5.0]), jnp.array([3.0, 1.0]),
+                               jnp.array([0.5, 0.2]), jnp.array([0.5, 0.2]))
+  assert float(tied) == 0.0
+
+
+def test_ranker_standardises_badly_scaled_features():
+  rng = np.random.default_rng(1)
+  features = rng.normal(size=(60, 4)).astype(np.float32)
+  accuracy = features[:, 0] + 0.3 * features[:, 1]
+  features[:, 0] *= 1000.0
+  features[:, 2] += 500.0
+  ranker = ranking.train_ranker(features[:40], accuracy[:40], jax.random.key(0),
+                                ranking.RankingConfig(steps=200, members=2))
+  np.testing.assert_allclose(ranker["mean"][2], features[:40, 2].mean(), rtol=1e-5)
+  assert ranking.score(ranker, features[40:]).shape == (20,)
+  assert ranking.spearman(ranker, features[40:], accuracy[40:]) > 0.8
+
+
+def test_ranking_config_rejects_zero_loss():
+  with pytest.raises(ConfigError, match="pairwise_weight"):
+    ranking.RankingConfig(adversarial_weight=0.0, pairwise_weight=0.0)
+  with pytest.raises(ConfigError, match="members"):
+    ranking.RankingConfig(members=0)
+
+
+def _low_group(rng, size):
+  # Models fixed far below the rest, ordered among themselves by feature 1 alone.
+  features = np.stack([np.full(size, -4.0), rng.normal(size=size), rng.normal(size=size)], 1)
+  return features.astype(np.float32), -10.0 + features[:, 1]
+
+
+def test_pairwise_loss_orders_group_below_threshold():
+  # With min_quantile=0.3 the bottom quarter is always fake, so the real/fake loss
+  # cannot see its inner order and only the pairwise loss can learn feature 1.
+  rng = np.random.default_rng(0)
+  upper = rng.normal(size=(90, 3)).astype(np.float32)
+  group, group_accuracy = _low_group(rng, 30)
+  features = np.concatenate([upper, group])
+  accuracy = np.concatenate([1.0 + upper[:, 0], group_accuracy])
+  heldout, heldout_accuracy = _low_group(rng, 20)
+  spearman = {}
+  for name, weights in (("adversarial", {"pairwise_weight": 0.0}),
+                        ("pairwise", {"adversarial_weight": 0.0})):
+    config = ranking.RankingConfig(steps=200, members=2, min_quantile=0.3, **weights)
+    ranker = ranking.train_ranker(features, accuracy, jax.random.key(0), config)
+    spearman[name] = ranking.spearman(ranker, heldout, heldout_accuracy)
+  assert spearman["pairwise"] > 0.9
+  assert spearman["adversarial"] < 0.5
