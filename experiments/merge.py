@@ -86,7 +86,7 @@ def plot_searches(records: list[dict], path: pathlib.Path) -> None:
       ax_margin.plot(steps, [r["proposal_beats_fraction"] for r in rows], linestyle="--",
                      label=f"{phase}: share beating both parents")
   ax_score.set_xlabel("round")
-  ax_score.set_ylabel("mean score of G's proposals (fitting data)")
+  ax_score.set_ylabel("mean validation score of G's proposals\n(interpolate: fitting part only)")
   ax_score.legend(fontsize=8)
   ax_margin.set_xlabel("round")
   ax_margin.set_ylabel("hybrid minus better parent (validation)")
@@ -201,8 +201,8 @@ def markdown(report: dict, config) -> str:
             "judgement of its hybrids of the two fine-tunes. Below, D is scored on fresh "
             "hybrids it never saw. The majority baseline predicts the majority label of D's "
             f"training evidence ({'beats' if judge['majority_label'] else 'does not beat'}) "
-            "for every hybrid; the pooled row also gives the stronger baseline that predicts "
-            "the majority label of each hybrid's own parent pair. One run.", ""]
+            "for every hybrid. The pair-majority baseline is stronger: it predicts the majority "
+            "label of the training evidence of each hybrid's own parent pair. One run.", ""]
   rows = []
   for name, values in judge["heldout"].items():
     rows.append([name, values["count"], values["beats_fraction"], values["accuracy"],

@@ -496,9 +496,9 @@ def combination_stage(config, key: jax.Array, data: datasets.ArraySplits, stages
   x_valid, y_valid = (jnp.asarray(v) for v in data.split("valid"))
   x_probe = x_valid[:config.search.probe_size]
   # The fourth pair is the two fixed hybrids with the lowest validation
-  # accuracy. The hybrids of the other pairs nearly all beat their parents (A
-  # and B) or nearly all lose (to the base), and these middling parents give
-  # D evidence of both labels within one pair.
+  # accuracy. In the default study every held-out hybrid of A and B beats
+  # them and none of the base pairs beats the base, so only these middling
+  # parents give D evidence of both labels within one pair.
   first, second = sorted(hybrids, key=lambda name: hybrids[name]["valid"]["accuracy"])[:2]
   hybrid_parents = [combination.mix_modules(parent_a, parent_b, fixed[name])
                     for name in (first, second)]
@@ -532,6 +532,8 @@ def combination_stage(config, key: jax.Array, data: datasets.ArraySplits, stages
     pooled_pair_majority.append(np.full(count, pair_majority[index]))
     heldout[name] = hybrid_judge.judge_accuracy(result.state.d_params, features, margins,
                                                 majority_label)
+    heldout[name]["pair_majority_accuracy"] = float(
+        np.mean((np.asarray(margins) > 0) == pair_majority[index]))
   features, margins = jnp.concatenate(pooled_features), jnp.concatenate(pooled_margins)
   heldout["pooled"] = hybrid_judge.judge_accuracy(result.state.d_params, features, margins,
                                                   majority_label)
