@@ -58,7 +58,7 @@ def plot_merges(report: dict, path: pathlib.Path) -> None:
   width = 0.8 / len(runs)
   for j, run in enumerate(runs):
     values = [run["fixed"][m]["best_test_accuracy"] for m in interpolation.METHODS]
-    values.append(run["learned"]["archive_best"]["test_accuracy"])
+    values.append(run["learned"]["selected"]["test_accuracy"])
     values += [run["networks"][n]["test"]["accuracy"] for n in ("parent_a", "parent_b", "base")]
     ax.bar(np.arange(len(names)) + j * width, values, width, label=f"seed {run['seed']}")
   ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=30, ha="right")
@@ -72,15 +72,26 @@ def plot_merges(report: dict, path: pathlib.Path) -> None:
 
 
 def plot_searches(records: list[dict], path: pathlib.Path) -> None:
-  """Plot the best archive score of every search by round."""
-  fig, ax = plt.subplots(figsize=(6, 4))
+  """Plot G's proposals by round: scores of the adversarial searches, margins of the judged one."""
+  fig, (ax_score, ax_margin) = plt.subplots(1, 2, figsize=(11, 4))
   phases = sorted({r["phase"] for r in records})
   for phase in phases:
     rows = sorted((r for r in records if r["phase"] == phase), key=lambda r: r["step"])
-    ax.plot([r["step"] for r in rows], [r["proposal_mean"] for r in rows], label=phase)
-  ax.set_xlabel("round")
-  ax.set_ylabel("mean validation score of G's proposals")
-  ax.legend(fontsize=8)
+    steps = [r["step"] for r in rows]
+    if "proposal_mean" in rows[0]:
+      ax_score.plot(steps, [r["proposal_mean"] for r in rows], label=phase)
+    else:
+      ax_margin.plot(steps, [r["proposal_margin_mean"] for r in rows],
+                     label=f"{phase}: mean margin")
+      ax_margin.plot(steps, [r["proposal_beats_fraction"] for r in rows], linestyle="--",
+                     label=f"{phase}: share beating both parents")
+  ax_score.set_xlabel("round")
+  ax_score.set_ylabel("mean validation score of G's proposals\n(interpolate: fitting part only)")
+  ax_score.legend(fontsize=8)
+  ax_margin.set_xlabel("round")
+  ax_margin.set_ylabel("hybrid minus better parent (validation)")
+  ax_margin.axhline(0.0, color="gray", linewidth=0.5)
+  ax_margin.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -117,37 +128,54 @@ def markdown(report: dict, config) -> str:
             f"pair): {'met' if barrier['goal_met'] else 'not met'}.", ""]
 
   merge = report["merge"]
+  sizes = merge["split_sizes"]
   lines += ["## Fixed merges against the learned merge", "",
             f"Per merge seed: a base MLP trained {config.merge.base_steps} steps on all digits, "
             f"fine-tuned {config.merge.finetune_steps} steps on digits "
             f"{tuple(config.merge.classes_a)} (parent A) and {tuple(config.merge.classes_b)} "
-            f"(parent B). Each fixed method's coefficient is chosen on the validation split "
-            f"over {config.merge.grid_points} grid points by `{merge['objective']}`; the learned "
-            "merge is the best of G_interpolate's archive by the same criterion. Accuracies are "
-            "on the test split, all ten digits, one run per seed.", ""]
+            f"(parent B). Each fixed method's coefficient is chosen on the whole validation "
+            f"split ({sizes['valid']} digits) over {config.merge.grid_points} grid points by "
+            f"`{merge['objective']}`. The validation split is divided, stratified by digit, "
+            f"into a fitting part ({sizes['fit']}) and a selection part ({sizes['select']}). "
+            "G_interpolate"
+            + (" starts at the best fixed merge and" if config.merge.warm_start else "")
+            + " scores its proposals on the fitting part. The learned merge is the candidate "
+            f"with the best selection-part `{merge['objective']}` among the best fixed merge, "
+            f"G's most likely merge and the {config.merge.selection_candidates} best archive "
+            "members by fitting score; the best fixed merge wins ties. Accuracies are on the "
+            "test split, all ten digits, one run per seed; the test split is used for nothing "
+            "else.", ""]
   rows = []
   for run in merge["runs"]:
     nets = run["networks"]
+    learned = run["learned"]
     row = [run["seed"], nets["base"]["test"]["accuracy"], nets["parent_a"]["test"]["accuracy"],
            nets["parent_b"]["test"]["accuracy"]]
     row += [run["fixed"][m]["best_test_accuracy"] for m in interpolation.METHODS]
-    row += [run["best_fixed"]["method"], run["learned"]["archive_best"]["test_accuracy"],
-            run["learned"]["generator_mode"]["test_accuracy"]]
+    row += [run["best_fixed"]["method"], run["best_fixed"]["best_test_accuracy"],
+            learned["selected"]["test_accuracy"], learned["selected"]["source"],
+            learned["archive_best"]["test_accuracy"], learned["generator_mode"]["test_accuracy"]]
     rows.append(row)
   lines.append(common.markdown_table(
       ["seed", "base", "parent A", "parent B"] + list(interpolation.METHODS)
-      + ["best fixed (by valid)", "learned (archive best)", "learned (G mode)"], rows))
+      + ["best fixed (by valid)", "best fixed", "learned (selected)", "selected candidate",
+         "archive best (by fit)", "G mode"], rows))
   for run in merge["runs"]:
-    lines.append(f"- Seed {run['seed']}: learned layers "
-                 f"{run['learned']['archive_best']['layers']}; best fixed "
+    selected = run["learned"]["selected"]
+    lines.append(f"- Seed {run['seed']}: learned layers {selected['layers']} (selection "
+                 f"loss {selected['select_loss']:.4f}, best fixed "
+                 f"{run['learned']['candidates']['best_fixed']['select_loss']:.4f}); best fixed "
                  f"{run['best_fixed']['method']} at coefficient "
                  f"{run['best_fixed']['best_coefficient']:.3g}; "
                  f"{run['learned']['candidates_scored']} candidates scored, "
                  f"{run['learned']['quarantined']} quarantined.")
   s = merge["summary"]
-  lines += ["", f"Mean test accuracy over {s['runs']} seeds: learned {s['learned_test_accuracy_mean']:.4f}, "
-            f"best fixed {s['best_fixed_test_accuracy_mean']:.4f}; the learned merge wins on "
-            f"{s['learned_wins']} of {s['runs']} seeds. Goal (learned beats best fixed on the mean): "
+  lines += ["", f"Mean test accuracy over {s['runs']} seeds: learned (selected) "
+            f"{s['learned_test_accuracy_mean']:.4f}, best fixed "
+            f"{s['best_fixed_test_accuracy_mean']:.4f}, archive best by fitting score without "
+            f"selection {s['archive_best_test_accuracy_mean']:.4f}. The learned merge wins on "
+            f"{s['learned_wins']} of {s['runs']} seeds and ties on {s['learned_ties']}. Goal "
+            "(learned beats best fixed on the mean): "
             f"{'met' if merge['goal_met'] else 'not met'}.", ""]
 
   comb = report["combination"]
@@ -159,15 +187,36 @@ def markdown(report: dict, config) -> str:
           for name in ("parent_a", "parent_b")]
   rows += [[name, h["valid"]["accuracy"], h["test"]["accuracy"]]
            for name, h in comb["fixed_hybrids"].items()]
-  rows.append(["G_combine archive best", comb["best_hybrid"]["valid"]["accuracy"],
+  rows.append(["G_combine best scored hybrid", comb["best_hybrid"]["valid"]["accuracy"],
                comb["best_hybrid"]["test"]["accuracy"]])
   lines.append(common.markdown_table(["network", "valid accuracy", "test accuracy"], rows))
+  judge = comb["judge"]
+  lines += [f"D_combine judges whether a hybrid's validation {comb['metric']} exceeds its "
+            f"better parent's. It is trained on {judge['evidence_size']} scored hybrids "
+            f"(share beating their parents {judge['evidence_beats_fraction']:.3f}) of "
+            f"{len(judge['pairs'])} parent pairs, {config.combine.initial_per_pair} random ones "
+            "per pair and "
+            f"{config.search.batch_size} of G_combine's proposals per round for "
+            f"{config.search.rounds} rounds, and G_combine is trained to maximise D's "
+            "judgement of its hybrids of the two fine-tunes. Below, D is scored on fresh "
+            "hybrids it never saw. The majority baseline predicts the majority label of D's "
+            f"training evidence ({'beats' if judge['majority_label'] else 'does not beat'}) "
+            "for every hybrid. The pair-majority baseline is stronger: it predicts the majority "
+            "label of the training evidence of each hybrid's own parent pair. One run.", ""]
+  rows = []
+  for name, values in judge["heldout"].items():
+    rows.append([name, values["count"], values["beats_fraction"], values["accuracy"],
+                 values["majority_accuracy"], values.get("pair_majority_accuracy"),
+                 values["balanced_accuracy"], values["margin_spearman"]])
+  lines.append(common.markdown_table(
+      ["held-out hybrids", "count", "share beating parents", "D accuracy", "majority baseline",
+       "pair-majority baseline", "D balanced accuracy", "Spearman (predicted vs exact margin)"],
+      rows))
   g = comb["generator"]
   lines += [f"Share of {g['samples']} G_combine samples that beat both parents on validation "
-            f"accuracy: {g['initial_beats_parents_fraction']:.3f} before training, "
-            f"{g['final_beats_parents_fraction']:.3f} after; mean validation accuracy "
-            f"{g['initial_valid_accuracy_mean']:.4f} before, {g['final_valid_accuracy_mean']:.4f} "
-            "after.", ""]
+            f"{comb['metric']}: {g['initial_beats_parents_fraction']:.3f} before training, "
+            f"{g['final_beats_parents_fraction']:.3f} after; mean margin over the better parent "
+            f"{g['initial_margin_mean']:.4f} before, {g['final_margin_mean']:.4f} after.", ""]
 
   perm = report["permutation"]
   lines += ["## Module orders of the base transformer", "",

@@ -4,11 +4,14 @@ A network is an ordered tuple of `Layer`s (a kind plus a parameter dict), so
 models are data that can be reordered, permuted, aligned by weight matching,
 combined module by module and merged. G_permute, G_combine and G_interpolate
 propose orders, hybrids and per-layer merges, and their discriminators judge
-them, through the shared adversarial step of `autogan_jax.gan`.
+them, through the shared adversarial step of `autogan_jax.gan`. In
+`hybrid_judge`, D_combine learns from scored hybrids whether a hybrid beats
+its parents and G_combine is trained on that judgement.
 """
 
 from autogan_jax.weight_space import adversarial
 from autogan_jax.weight_space import combine_search
+from autogan_jax.weight_space import hybrid_judge
 from autogan_jax.weight_space import interpolate_search
 from autogan_jax.weight_space import permute_search
 from autogan_jax.weight_space.alignment import align
@@ -43,7 +46,7 @@ from autogan_jax.weight_space.permutation import transformer_permutation_spec
 __all__ = [
     "Layer", "METHODS", "Network", "PermutationSpec", "adversarial", "align",
     "apply_module_sequence", "apply_network", "apply_ordered", "check_network",
-    "combine_search", "dare", "init_mlp", "init_transformer", "interpolate_search",
+    "combine_search", "dare", "hybrid_judge", "init_mlp", "init_transformer", "interpolate_search",
     "interpolation_losses", "layer_range_hybrid", "lerp_networks", "linear", "loss_barrier",
     "mix_modules", "mlp_permutation_spec", "module_hybrid", "permute", "permute_search",
     "reorder", "slerp", "task_arithmetic", "ties", "transformer_permutation_spec", "tree_merge",

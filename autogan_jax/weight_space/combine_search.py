@@ -7,7 +7,9 @@ the mixing weights it implies (0 for A, 1 for B, a sigmoid draw for a
 mixture), which `combination.mix_modules` turns into a child. D sees the
 choices, the weights and the child's predictions on a probe batch. "Real"
 hybrids are the archive's best by their score (accuracy or minus the loss) on
-validation data of all ten digits, so D learns which hybrids beat their parents.
+validation data of all ten digits, so this D learns what the best hybrids
+look like. `hybrid_judge` uses the same generator with a D_combine that is
+trained on whether each hybrid beats its parents.
 """
 
 from __future__ import annotations

@@ -147,10 +147,24 @@ def describe(choice: jax.Array, coefficient: jax.Array) -> list[str]:
 
 
 def make_problem(basis: MergeBasis, x_probe: jax.Array, x_valid: jax.Array, y_valid: jax.Array,
-                 *, temperature: float = 1.0, objective: str = "accuracy") -> adversarial.Problem:
+                 *, temperature: float = 1.0, objective: str = "accuracy",
+                 initial_config: tuple[jax.Array, jax.Array] | None = None,
+                 initial_confidence: float = 2.0) -> adversarial.Problem:
   """Build the search over per-layer merge configurations of `basis`'s parents.
 
-  `objective` (one of `adversarial.OBJECTIVES`) scores a merge on the validation data.
+  Args:
+    basis: the parents and their task vectors.
+    x_probe: inputs on which D sees each merge's predictions.
+    x_valid: inputs that score a merge.
+    y_valid: labels of `x_valid`.
+    temperature: of the Gumbel-softmax choice per layer.
+    objective: one of `adversarial.OBJECTIVES`.
+    initial_config: when given, a (choice [layers, len(CHOICES)], coefficient
+      [layers]) pair, such as `uniform_config` of the best fixed merge, at
+      which G starts: its choice logits are `initial_confidence` times the
+      one-hot choice and its coefficient means are the coefficients' logits.
+      Otherwise G starts near uniform over the choices.
+    initial_confidence: logit margin of the initial choice.
   """
   num_layers = len(basis.base)
   num_classes = network_lib.signature(basis.base[-1])[1][1]
@@ -161,8 +175,14 @@ def make_problem(basis: MergeBasis, x_probe: jax.Array, x_valid: jax.Array, y_va
     return merge_network(choice, coefficient, basis)
 
   def init_generator(key):
-    return {"logits": 0.01 * jax.random.normal(key, (num_layers, len(CHOICES))),
-            "coefficient_mean": jnp.zeros(num_layers),
+    logits = 0.01 * jax.random.normal(key, (num_layers, len(CHOICES)))
+    coefficient_mean = jnp.zeros(num_layers)
+    if initial_config is not None:
+      choice, coefficient = initial_config
+      logits = logits + initial_confidence * jnp.asarray(choice, jnp.float32)
+      # Clipping keeps the mean finite for coefficients at the ends of their range.
+      coefficient_mean = jax.scipy.special.logit(jnp.clip(jnp.asarray(coefficient), 0.02, 0.98))
+    return {"logits": logits, "coefficient_mean": coefficient_mean,
             "coefficient_log_std": jnp.full(num_layers, jnp.log(0.5))}
 
   def sample(g_params, key, batch_size):

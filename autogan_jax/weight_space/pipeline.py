@@ -11,11 +11,13 @@ stages and resumes an interrupted search.
 2. merge: per merge seed, a base MLP trained briefly on all digits and two
    fine-tunes on different digit subsets. Every fixed method is tuned over its
    coefficient grid on the validation split and compared with G_interpolate's
-   learned merge by test accuracy on all ten digits.
+   learned merge, which is fitted on one part of the validation split and
+   chosen on the other, by test accuracy on all ten digits.
 3. transformers: a base transformer-like network and two fine-tunes on the
    same subsets.
 4. combination: module, layer-range and mixture hybrids of the two
-   transformer fine-tunes, and G_combine's search.
+   transformer fine-tunes, and G_combine trained on D_combine's judgement of
+   whether a hybrid beats its parents.
 5. permutation: every module order of the base transformer and G_permute's search.
 """
 
@@ -39,7 +41,7 @@ from autogan_jax.tasks import datasets
 from autogan_jax.weight_space import adversarial
 from autogan_jax.weight_space import alignment
 from autogan_jax.weight_space import combination
-from autogan_jax.weight_space import combine_search
+from autogan_jax.weight_space import hybrid_judge
 from autogan_jax.weight_space import interpolate_search
 from autogan_jax.weight_space import interpolation
 from autogan_jax.weight_space import network as network_lib
@@ -111,16 +113,21 @@ class _Stages:
     finally:
       checkpointer.close()
 
+  def _search_dir(self, phase: str) -> pathlib.Path | None:
+    """Return the checkpoint folder of a search, first dropping metrics newer than its checkpoint."""
+    if self.workdir is None:
+      return None
+    search_dir = self.workdir / "checkpoints" / phase
+    if self.metrics_truncate is not None and search_dir.exists():
+      checkpointer = checkpoint.RunCheckpointer(search_dir)
+      self.metrics_truncate(phase, checkpointer.latest_step() or 0)
+      checkpointer.close()
+    return search_dir
+
   def search(self, phase: str, problem: adversarial.Problem, key: jax.Array,
              config) -> adversarial.SearchResult:
     """Run or resume the search `phase`, logging one metrics record per round."""
-    search_dir = None
-    if self.workdir is not None:
-      search_dir = self.workdir / "checkpoints" / phase
-      if self.metrics_truncate is not None and search_dir.exists():
-        checkpointer = checkpoint.RunCheckpointer(search_dir)
-        self.metrics_truncate(phase, checkpointer.latest_step() or 0)
-        checkpointer.close()
+    search_dir = self._search_dir(phase)
     total = config.search.rounds
 
     def on_round(round_index: int, record: Mapping[str, float]) -> None:
@@ -132,6 +139,29 @@ class _Stages:
 
     return adversarial.run_search(problem, key, _search_settings(config),
                                   checkpoint_dir=search_dir, on_round=on_round)
+
+  def judged_search(self, phase: str, pairs: list[hybrid_judge.ParentPair], key: jax.Array,
+                    config) -> hybrid_judge.JudgedResult:
+    """Run or resume the judged search `phase`, logging one metrics record per round."""
+    search_dir = self._search_dir(phase)
+    total = config.search.rounds
+
+    def on_round(round_index: int, record: Mapping[str, float]) -> None:
+      logging.info("%s round %d/%d: share of proposals beating their parents %.3f, mean margin "
+                   "%.4f, d_loss %.4f", phase, round_index, total,
+                   record["proposal_beats_fraction"], record["proposal_margin_mean"],
+                   record["d_loss"])
+      if self.metrics is not None:
+        self.metrics({"phase": phase, "step": round_index, **record})
+
+    c = config.combine
+    settings = hybrid_judge.JudgeSettings(
+        rounds=config.search.rounds, d_steps=c.d_steps, g_steps=c.g_steps,
+        batch_size=config.search.batch_size, minibatch_size=c.minibatch_size,
+        initial_per_pair=c.initial_per_pair, d_hidden=config.search.d_hidden,
+        margin_weight=c.margin_weight)
+    return hybrid_judge.run_judged_search(pairs, key, settings, checkpoint_dir=search_dir,
+                                          on_round=on_round)
 
 
 def _search_settings(config) -> adversarial.SearchSettings:
@@ -231,39 +261,127 @@ def _specialised_parents(config, seed: int, data: datasets.ArraySplits, init_fn,
 
 @jax.jit
 def _merge_scores(basis: interpolate_search.MergeBasis, choices: jax.Array,
-                  coefficients: jax.Array, x_valid: jax.Array, y_valid: jax.Array,
-                  x_test: jax.Array, y_test: jax.Array):
-  """Return valid and test scores of merge configurations [count, layers, ...]."""
+                  coefficients: jax.Array, splits: dict[str, tuple[jax.Array, jax.Array]]):
+  """Return {split: {"loss", "accuracy"}} of merge configurations [count, layers, ...]."""
 
   def one(choice, coefficient):
     merged = interpolate_search.merge_network(choice, coefficient, basis)
-    return _scores(merged, x_valid, y_valid), _scores(merged, x_test, y_test)
+    return {name: _scores(merged, x, y) for name, (x, y) in splits.items()}
 
   return jax.vmap(one)(choices, coefficients)
 
 
-def _config_scores(basis: interpolate_search.MergeBasis, data: datasets.ArraySplits):
-  """Return a map from configurations [count, layers, ...] to valid and test scores."""
-  arrays = [jnp.asarray(v) for v in data.split("valid") + data.split("test")]
-  return lambda choices, coefficients: _merge_scores(basis, choices, coefficients, *arrays)
+def split_validation(data: datasets.ArraySplits, selection_fraction: float,
+                     seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """Split the validation data, stratified by digit, into a "fit" part and a "select" part.
+
+  Each digit contributes round(selection_fraction * count) of its validation
+  examples, drawn with `seed`, to the selection part. Returns {"fit": (x, y),
+  "select": (x, y)}.
+  """
+  x, y = data.split("valid")
+  rng = np.random.default_rng(seed)
+  selected = np.zeros(len(y), bool)
+  for label in np.unique(y):
+    members = rng.permutation(np.flatnonzero(y == label))
+    selected[members[:int(round(selection_fraction * len(members)))]] = True
+  return {"fit": (x[~selected], y[~selected]), "select": (x[selected], y[selected])}
 
 
-def _select(valid: dict[str, np.ndarray], objective: str) -> int:
-  """Return the index of the best validation score under `objective`."""
+def _best_index(split_scores: Mapping[str, np.ndarray], objective: str) -> int:
+  """Return the index of the best score under `objective`; ties go to the lowest index."""
   if objective == "accuracy":
-    return int(np.argmax(np.asarray(valid["accuracy"])))
-  return int(np.argmin(np.asarray(valid["loss"])))
+    return int(np.argmax(np.asarray(split_scores["accuracy"])))
+  return int(np.argmin(np.asarray(split_scores["loss"])))
+
+
+def _fixed_merges(evaluate, num_layers: int, grid_points: int,
+                  objective: str) -> dict[str, dict[str, Any]]:
+  """Score every fixed method over its coefficient grid; pick each coefficient on the validation split."""
+  fixed = {}
+  for method in interpolation.METHODS:
+    low, high = interpolation.COEFFICIENT_RANGES[method]
+    grid = np.linspace(low, high, grid_points)
+    choices, coefficients = jax.vmap(
+        lambda c, method=method: interpolate_search.uniform_config(method, c, num_layers))(
+            jnp.asarray(grid, jnp.float32))
+    result = jax.device_get(evaluate(choices, coefficients))
+    valid, test = result["valid"], result["test"]
+    best = _best_index(valid, objective)
+    fixed[method] = {"grid": grid.tolist(),
+                     "valid_accuracy": np.asarray(valid["accuracy"]).tolist(),
+                     "valid_loss": np.asarray(valid["loss"]).tolist(),
+                     "test_accuracy": np.asarray(test["accuracy"]).tolist(),
+                     "best_coefficient": float(grid[best]),
+                     "best_valid_accuracy": float(valid["accuracy"][best]),
+                     "best_valid_loss": float(valid["loss"][best]),
+                     "best_test_accuracy": float(test["accuracy"][best])}
+  return fixed
+
+
+def _entry(choice, coefficient, split_scores: Mapping[str, Any], index: int) -> dict[str, Any]:
+  """Describe one merge configuration with its scores on every split."""
+  entry = {"layers": interpolate_search.describe(choice, coefficient)}
+  for split, values in split_scores.items():
+    entry[f"{split}_accuracy"] = float(values["accuracy"][index])
+    entry[f"{split}_loss"] = float(values["loss"][index])
+  return entry
+
+
+def _learned_merge(config, result: adversarial.SearchResult, evaluate,
+                   best_fixed_config: tuple[jax.Array, jax.Array]) -> dict[str, Any]:
+  """Choose the learned merge on the selection part among the search's candidates.
+
+  The candidates are the best fixed merge, G's most likely configuration and
+  the `config.merge.selection_candidates` best archive members by their score
+  on the fitting part. The candidate with the best selection-part score under
+  `config.search.objective` is the learned merge, and the best fixed merge
+  wins ties, so on the selection part the learned merge is never worse.
+  """
+  objective = config.search.objective
+  g_params = result.state.g_params
+  g_mode = (jax.nn.one_hot(jnp.argmax(g_params["logits"], -1), len(interpolate_search.CHOICES)),
+            jax.nn.sigmoid(g_params["coefficient_mean"]))
+  filled = int(result.archive.size)
+  order = np.argsort(-np.asarray(result.archive.scores[:filled]), kind="stable")
+  top = order[:config.merge.selection_candidates]
+  names = (["best_fixed", "generator_mode"]
+           + [f"archive_rank_{rank}" for rank in range(len(top))])
+  choices = jnp.concatenate([best_fixed_config[0][None], g_mode[0][None],
+                             result.archive.samples["choice"][top]])
+  coefficients = jnp.concatenate([best_fixed_config[1][None], g_mode[1][None],
+                                  result.archive.samples["coefficient"][top]])
+  split_scores = jax.device_get(evaluate(choices, coefficients))
+  chosen = _best_index(split_scores["select"], objective)
+  candidates = {name: _entry(choices[i], coefficients[i], split_scores, i)
+                for i, name in enumerate(names)}
+  return {"selected": {"source": names[chosen], **candidates[names[chosen]]},
+          "archive_best": candidates["archive_rank_0"],
+          "generator_mode": candidates["generator_mode"],
+          "candidates": candidates,
+          "quarantined": int(result.archive.quarantined),
+          "candidates_scored": filled}
 
 
 def merge_stage(config, key: jax.Array, data: datasets.ArraySplits,
                 stages: _Stages) -> dict[str, Any]:
-  """Compare every fixed method, tuned on its grid, with G_interpolate's learned merge."""
+  """Compare every fixed method, tuned on its grid, with G_interpolate's learned merge.
+
+  Fixed methods pick their coefficient on the whole validation split. The
+  learned merge splits the validation data into a fitting part, which scores
+  G_interpolate's proposals, and a selection part, which chooses among the
+  search's best candidates and the best fixed merge (see `_learned_merge`).
+  The test split is only reported.
+  """
   cached = stages.load("merge")
   if cached is not None:
     return cached
   sizes = (64,) + tuple(config.mlp.hidden_sizes) + (10,)
   init_fn = lambda k: network_lib.init_mlp(k, sizes, config.mlp.activation)
   objective = config.search.objective
+  parts = split_validation(data, config.merge.selection_fraction, config.seed)
+  splits = {name: tuple(jnp.asarray(v) for v in pair) for name, pair in
+            (("valid", data.split("valid")), ("test", data.split("test")), *parts.items())}
   runs = []
   for seed in config.merge.seeds:
     like = tuple(init_fn(jax.random.key(0)) for _ in range(3))
@@ -274,72 +392,48 @@ def merge_stage(config, key: jax.Array, data: datasets.ArraySplits,
                                                config.merge.finetune_steps), like)
     k_dare, k_search = jax.random.split(jax.random.fold_in(key, seed))
     basis = interpolate_search.prepare_merge(base, parent_a, parent_b, k_dare)
-    evaluate = _config_scores(basis, data)
+    evaluate = functools.partial(_merge_scores, basis, splits=splits)
     num_layers = len(base)
     run = {"seed": seed, "networks": {
         name: {"valid": scores(net, data, "valid"), "test": scores(net, data, "test")}
         for name, net in (("base", base), ("parent_a", parent_a), ("parent_b", parent_b))}}
 
-    # Every fixed method on its coefficient grid, selected on the validation split.
-    fixed = {}
-    for method in interpolation.METHODS:
-      low, high = interpolation.COEFFICIENT_RANGES[method]
-      grid = np.linspace(low, high, config.merge.grid_points)
-      choices, coefficients = jax.vmap(
-          lambda c, method=method: interpolate_search.uniform_config(method, c, num_layers))(
-              jnp.asarray(grid, jnp.float32))
-      valid, test = jax.device_get(evaluate(choices, coefficients))
-      best = _select(valid, objective)
-      fixed[method] = {"grid": grid.tolist(),
-                       "valid_accuracy": np.asarray(valid["accuracy"]).tolist(),
-                       "valid_loss": np.asarray(valid["loss"]).tolist(),
-                       "test_accuracy": np.asarray(test["accuracy"]).tolist(),
-                       "best_coefficient": float(grid[best]),
-                       "best_valid_accuracy": float(valid["accuracy"][best]),
-                       "best_valid_loss": float(valid["loss"][best]),
-                       "best_test_accuracy": float(test["accuracy"][best])}
+    fixed = _fixed_merges(evaluate, num_layers, config.merge.grid_points, objective)
     key_fn = ((lambda m: fixed[m]["best_valid_accuracy"]) if objective == "accuracy"
               else (lambda m: -fixed[m]["best_valid_loss"]))
     best_fixed = max(interpolation.METHODS, key=key_fn)
     run["fixed"] = fixed
     run["best_fixed"] = {"method": best_fixed, **{k: v for k, v in fixed[best_fixed].items()
                                                   if k.startswith("best_")}}
+    best_fixed_config = interpolate_search.uniform_config(
+        best_fixed, fixed[best_fixed]["best_coefficient"], num_layers)
 
-    # G_interpolate and D_interpolate.
-    x_valid, y_valid = (jnp.asarray(v) for v in data.split("valid"))
-    problem = interpolate_search.make_problem(basis, x_valid[:config.search.probe_size],
-                                              x_valid, y_valid, objective=objective)
+    # G_interpolate and D_interpolate score proposals on the fitting part only.
+    x_fit, y_fit = splits["fit"]
+    problem = interpolate_search.make_problem(
+        basis, x_fit[:config.search.probe_size], x_fit, y_fit, objective=objective,
+        initial_config=best_fixed_config if config.merge.warm_start else None)
     result = stages.search(f"interpolate_seed_{seed}", problem, k_search, config)
-    best_sample, best_score = result.best()
-    g_mode = {"choice": jax.nn.one_hot(jnp.argmax(result.state.g_params["logits"], -1),
-                                       len(interpolate_search.CHOICES)),
-              "coefficient": jax.nn.sigmoid(result.state.g_params["coefficient_mean"])}
-    learned = {}
-    for name, sample in (("archive_best", best_sample), ("generator_mode", g_mode)):
-      valid, test = jax.device_get(evaluate(sample["choice"][None], sample["coefficient"][None]))
-      learned[name] = {"layers": interpolate_search.describe(sample["choice"],
-                                                             sample["coefficient"]),
-                       "valid_accuracy": float(valid["accuracy"][0]),
-                       "valid_loss": float(valid["loss"][0]),
-                       "test_accuracy": float(test["accuracy"][0])}
-    learned["search_score"] = best_score
-    learned["quarantined"] = int(result.archive.quarantined)
-    learned["candidates_scored"] = int(result.archive.size)
+    learned = _learned_merge(config, result, evaluate, best_fixed_config)
     run["learned"] = learned
-    run["learned_beats_best_fixed"] = (learned["archive_best"]["test_accuracy"]
+    run["learned_beats_best_fixed"] = (learned["selected"]["test_accuracy"]
                                        > run["best_fixed"]["best_test_accuracy"])
-    logging.info("Merge seed %d: learned test accuracy %.4f, best fixed (%s) %.4f.", seed,
-                 learned["archive_best"]["test_accuracy"], best_fixed,
+    logging.info("Merge seed %d: learned test accuracy %.4f (%s), best fixed (%s) %.4f.", seed,
+                 learned["selected"]["test_accuracy"], learned["selected"]["source"], best_fixed,
                  run["best_fixed"]["best_test_accuracy"])
     runs.append(run)
 
-  learned_tests = [r["learned"]["archive_best"]["test_accuracy"] for r in runs]
+  learned_tests = [r["learned"]["selected"]["test_accuracy"] for r in runs]
+  archive_tests = [r["learned"]["archive_best"]["test_accuracy"] for r in runs]
   fixed_tests = [r["best_fixed"]["best_test_accuracy"] for r in runs]
   summary = {"learned_test_accuracy_mean": float(np.mean(learned_tests)),
+             "archive_best_test_accuracy_mean": float(np.mean(archive_tests)),
              "best_fixed_test_accuracy_mean": float(np.mean(fixed_tests)),
              "learned_wins": int(sum(r["learned_beats_best_fixed"] for r in runs)),
+             "learned_ties": int(sum(a == b for a, b in zip(learned_tests, fixed_tests))),
              "runs": len(runs)}
   result = {"runs": runs, "summary": summary, "objective": objective,
+            "split_sizes": {name: int(len(pair[1])) for name, pair in splits.items()},
             "goal_met": summary["learned_test_accuracy_mean"]
             > summary["best_fixed_test_accuracy_mean"]}
   stages.store("merge", result)
@@ -368,11 +462,19 @@ def transformer_networks(config, data: datasets.ArraySplits, stages: _Stages):
 
 def combination_stage(config, key: jax.Array, data: datasets.ArraySplits, stages: _Stages,
                       networks) -> dict[str, Any]:
-  """Score fixed hybrids of the two transformer fine-tunes, then run G_combine."""
+  """Score fixed hybrids of the two transformer fine-tunes, then run G_combine against D_combine.
+
+  D_combine learns from hybrids of four parent pairs (the two fine-tunes,
+  the base with each fine-tune, and the two worst fixed hybrids) whether a
+  hybrid's validation
+  `config.combine.metric` exceeds the better parent's, and G_combine proposes
+  hybrids of the two fine-tunes that D judges to beat them. D is then scored
+  on fresh hybrids that it never saw against the majority-class baseline.
+  """
   cached = stages.load("combination")
   if cached is not None:
     return cached
-  _, parent_a, parent_b = networks
+  base, parent_a, parent_b = networks
   parents = {"parent_a": scores(parent_a, data, "valid"),
              "parent_b": scores(parent_b, data, "valid")}
   parents_test = {"parent_a": scores(parent_a, data, "test"),
@@ -392,34 +494,84 @@ def combination_stage(config, key: jax.Array, data: datasets.ArraySplits, stages
                      "test": scores(child, data, "test")}
 
   x_valid, y_valid = (jnp.asarray(v) for v in data.split("valid"))
-  objective = config.search.objective
-  problem = combine_search.make_problem(parent_a, parent_b, x_valid[:config.search.probe_size],
-                                        x_valid, y_valid, objective=objective)
-  result = stages.search("combine", problem, key, config)
+  x_probe = x_valid[:config.search.probe_size]
+  # The fourth pair is the two fixed hybrids with the lowest validation
+  # accuracy. In the default study every held-out hybrid of A and B beats
+  # them and none of the base pairs beats the base, so only these middling
+  # parents give D evidence of both labels within one pair.
+  first, second = sorted(hybrids, key=lambda name: hybrids[name]["valid"]["accuracy"])[:2]
+  hybrid_parents = [combination.mix_modules(parent_a, parent_b, fixed[name])
+                    for name in (first, second)]
+  pair_names = ("parent_a+parent_b", "base+parent_a", "base+parent_b", f"{first}+{second}")
+  pairs = [hybrid_judge.make_pair(one, other, x_probe, x_valid, y_valid,
+                                  objective=config.combine.metric)
+           for one, other in ((parent_a, parent_b), (base, parent_a), (base, parent_b),
+                              tuple(hybrid_parents))]
+  k_search, k_heldout, k_generator = jax.random.split(key, 3)
+  result = stages.judged_search("combine", pairs, k_search, config)
+  evidence = result.evidence
+  filled = int(evidence.size)
+  train_margins = np.asarray(evidence.scores[:filled])
+  train_labels = train_margins > 0
+  train_pairs = np.asarray(evidence.samples["pair"][:filled])
+  majority_label = bool(np.mean(train_labels) >= 0.5)
+  pair_majority = [bool(np.mean(train_labels[train_pairs == i]) >= 0.5)
+                   for i in range(len(pairs))]
 
-  # How often a hybrid beats both parents on validation accuracy: G's initial
-  # (untrained, nearly uniform) proposals against its final ones.
-  best_parent = max(parents["parent_a"]["accuracy"], parents["parent_b"]["accuracy"])
-  accuracy_of = jax.jit(lambda w: combine_search.hybrid_scores(parent_a, parent_b, w, x_valid,
-                                                               y_valid, "accuracy"))
-  k_initial, k_final = jax.random.split(jax.random.fold_in(key, 1))
-  count = config.search.initial_candidates
-  initial = problem.sample(problem.init_generator(jax.random.split(key, 4)[0]), k_initial, count)
-  final = problem.sample(result.state.g_params, k_final, count)
-  initial_accuracy = np.asarray(accuracy_of(initial["weights"]))
-  final_accuracy = np.asarray(accuracy_of(final["weights"]))
-  best_sample, _ = result.best()
-  best_child = combination.mix_modules(parent_a, parent_b, best_sample["weights"])
+  # D_combine on fresh hybrids of every pair from the untrained, nearly uniform G,
+  # against the majority label of all its evidence and of the hybrid's own pair.
+  heldout = {}
+  pooled_features, pooled_margins, pooled_pair_majority = [], [], []
+  count = config.combine.heldout_per_pair
+  for index, (name, pair) in enumerate(zip(pair_names, pairs)):
+    k_pair = jax.random.fold_in(k_heldout, index)
+    sample = pair.sample(pair.init_generator(k_pair), jax.random.fold_in(k_pair, 1), count)
+    features, margins = jax.jit(pair.featurize)(sample), jax.jit(pair.margin)(sample)
+    pooled_features.append(features)
+    pooled_margins.append(margins)
+    pooled_pair_majority.append(np.full(count, pair_majority[index]))
+    heldout[name] = hybrid_judge.judge_accuracy(result.state.d_params, features, margins,
+                                                majority_label)
+    heldout[name]["pair_majority_accuracy"] = float(
+        np.mean((np.asarray(margins) > 0) == pair_majority[index]))
+  features, margins = jnp.concatenate(pooled_features), jnp.concatenate(pooled_margins)
+  heldout["pooled"] = hybrid_judge.judge_accuracy(result.state.d_params, features, margins,
+                                                  majority_label)
+  heldout["pooled"]["pair_majority_accuracy"] = hybrid_judge.judge_accuracy(
+      result.state.d_params, features, margins,
+      np.concatenate(pooled_pair_majority))["majority_accuracy"]
+
+  # G_combine's hybrids of the two fine-tunes before and after training on D's judgement.
+  target = pairs[0]
+  margin_of = jax.jit(target.margin)
+  k_initial, k_final = jax.random.split(k_generator)
+  initial = target.sample(target.init_generator(k_initial), k_initial, count)
+  final = target.sample(result.state.g_params, k_final, count)
+  initial_margin, final_margin = np.asarray(margin_of(initial)), np.asarray(margin_of(final))
+  heldout["generator_final"] = hybrid_judge.judge_accuracy(
+      result.state.d_params, jax.jit(target.featurize)(final), final_margin, majority_label)
+
+  own = np.flatnonzero(np.asarray(evidence.samples["pair"][:filled]) == 0)
+  best_row = int(own[np.argmax(train_margins[own])])
+  best_weights = evidence.samples["weights"][best_row]
+  best_child = combination.mix_modules(parent_a, parent_b, best_weights)
   out = {
       "parents_valid": parents, "parents_test": parents_test, "fixed_hybrids": hybrids,
+      "metric": config.combine.metric,
+      "judge": {"heldout": heldout, "pairs": list(pair_names),
+                "parent_scores": {name: np.asarray(pair.parent_scores).tolist()
+                                  for name, pair in zip(pair_names, pairs)},
+                "evidence_size": filled,
+                "evidence_beats_fraction": float(np.mean(train_labels)),
+                "majority_label": majority_label, "pair_majority_labels": pair_majority},
       "generator": {
-          "initial_beats_parents_fraction": float(np.mean(initial_accuracy > best_parent)),
-          "final_beats_parents_fraction": float(np.mean(final_accuracy > best_parent)),
-          "initial_valid_accuracy_mean": float(np.mean(initial_accuracy)),
-          "final_valid_accuracy_mean": float(np.mean(final_accuracy)),
+          "initial_beats_parents_fraction": float(np.mean(initial_margin > 0)),
+          "final_beats_parents_fraction": float(np.mean(final_margin > 0)),
+          "initial_margin_mean": float(np.mean(initial_margin)),
+          "final_margin_mean": float(np.mean(final_margin)),
           "samples": count,
       },
-      "best_hybrid": {"weights": np.asarray(best_sample["weights"]).tolist(),
+      "best_hybrid": {"weights": np.asarray(best_weights).tolist(),
                       "valid": scores(best_child, data, "valid"),
                       "test": scores(best_child, data, "test")},
   }

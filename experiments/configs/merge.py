@@ -1,8 +1,10 @@
 """Settings of `python -m experiments.merge`: alignment barriers, merges, hybrids and orders.
 
-Presets: "default" (33 minutes measured on two CPU cores shared with five other
-jobs), "smoke" (for the tests; about two minutes on that machine) and "large"
-(the same study at GPU or TPU size, not run yet).
+Presets: "default" (about 45 minutes on two CPU cores shared with five other
+jobs at a load average of 8 to 16, an estimate summed from stage times: the
+merge stage took 20 minutes and the combination stage 10.5), "smoke" (for the
+tests; 2 to 9 minutes on that machine, depending on its load) and "large" (the
+same study at GPU or TPU size, not run yet).
 """
 
 import ml_collections
@@ -45,6 +47,13 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   config.merge.classes_a = (0, 1, 2, 3, 4)
   config.merge.classes_b = (5, 6, 7, 8, 9)
   config.merge.grid_points = 11
+  # The learned merge: G_interpolate scores proposals on a fitting part of the
+  # validation split and the rest (this share, stratified by digit) chooses
+  # among the best fixed merge and the search's best candidates.
+  config.merge.selection_fraction = 0.5
+  config.merge.selection_candidates = 16
+  # Start G_interpolate at the best fixed merge instead of near uniform.
+  config.merge.warm_start = True
 
   # The transformer-like network of the combination and permutation stages.
   config.transformer = ml_collections.ConfigDict()
@@ -54,6 +63,18 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   config.transformer.blocks = 2
   config.transformer.base_steps = 600
   config.transformer.finetune_steps = 300
+
+  # D_combine learns from scored hybrids whether a hybrid's validation metric
+  # exceeds its better parent's; G_combine is trained on D's judgement. The
+  # rounds, proposals per round and D's width come from `search`.
+  config.combine = ml_collections.ConfigDict()
+  config.combine.metric = "accuracy"
+  config.combine.d_steps = 50
+  config.combine.g_steps = 10
+  config.combine.minibatch_size = 64
+  config.combine.initial_per_pair = 64
+  config.combine.heldout_per_pair = 64
+  config.combine.margin_weight = 1.0
 
   config.permute = ml_collections.ConfigDict()
   config.permute.slots = 4
@@ -86,6 +107,11 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     config.transformer.blocks = 1
     config.transformer.base_steps = 10
     config.transformer.finetune_steps = 10
+    config.combine.d_steps = 2
+    config.combine.g_steps = 1
+    config.combine.minibatch_size = 8
+    config.combine.initial_per_pair = 8
+    config.combine.heldout_per_pair = 8
     config.permute.slots = 2
     config.search.rounds = 2
     config.search.steps_per_round = 1
@@ -131,12 +157,23 @@ SCHEMA = {
     "merge.classes_a": validation.SequenceOf(validation.IntRange(0, 9), max_length=10),
     "merge.classes_b": validation.SequenceOf(validation.IntRange(0, 9), max_length=10),
     "merge.grid_points": validation.IntRange(2),
+    "merge.selection_fraction": validation.FloatRange(0.0, 1.0, low_inclusive=False,
+                                                      high_inclusive=False),
+    "merge.selection_candidates": validation.IntRange(1),
+    "merge.warm_start": validation.OneOf((True, False)),
     "transformer.width": validation.IntRange(1),
     "transformer.heads": validation.IntRange(1),
     "transformer.hidden": validation.IntRange(1),
     "transformer.blocks": validation.IntRange(1),
     "transformer.base_steps": validation.IntRange(0),
     "transformer.finetune_steps": validation.IntRange(1),
+    "combine.metric": validation.OneOf(adversarial.OBJECTIVES),
+    "combine.d_steps": validation.IntRange(1),
+    "combine.g_steps": validation.IntRange(1),
+    "combine.minibatch_size": validation.IntRange(1),
+    "combine.initial_per_pair": validation.IntRange(1),
+    "combine.heldout_per_pair": validation.IntRange(1),
+    "combine.margin_weight": validation.FloatRange(0.0),
     "permute.slots": validation.IntRange(1, 6),
     "search.rounds": validation.IntRange(1),
     "search.steps_per_round": validation.IntRange(1),

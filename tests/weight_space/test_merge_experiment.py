@@ -2,9 +2,12 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from autogan_jax.core import ConfigError
+from autogan_jax.tasks import datasets
+from autogan_jax.weight_space import pipeline
 from autogan_jax.weight_space import interpolation
 from experiments import merge
 from experiments.configs import merge as merge_config
@@ -37,6 +40,27 @@ def test_smoke_study_writes_report_and_resumes(tmp_path):
   assert set(run["fixed"]) == set(interpolation.METHODS)
   assert 0.0 <= run["learned"]["archive_best"]["test_accuracy"] <= 1.0
 
+  # The learned merge is chosen on the selection part among candidates that
+  # include the best fixed merge, so it is never worse there.
+  sizes = report["merge"]["split_sizes"]
+  assert sizes["fit"] + sizes["select"] == sizes["valid"] == 359
+  learned = run["learned"]
+  assert learned["selected"]["source"] in learned["candidates"]
+  assert learned["selected"]["select_loss"] <= learned["candidates"]["best_fixed"]["select_loss"]
+  assert learned["candidates"]["best_fixed"]["test_accuracy"] == pytest.approx(
+      run["best_fixed"]["best_test_accuracy"])
+  assert len(learned["candidates"]) == 2 + config.merge.selection_candidates
+
+  # D_combine is scored on held-out hybrids of four parent pairs.
+  judge = report["combination"]["judge"]
+  pooled = judge["heldout"]["pooled"]
+  assert pooled["count"] == 4 * config.combine.heldout_per_pair
+  assert 0.0 <= pooled["accuracy"] <= 1.0
+  assert pooled["majority_accuracy"] == pytest.approx(
+      pooled["beats_fraction"] if judge["majority_label"] else 1.0 - pooled["beats_fraction"])
+  assert judge["evidence_size"] == (4 * config.combine.initial_per_pair
+                                    + config.search.rounds * config.search.batch_size)
+
   records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   phases = {r["phase"] for r in records}
   assert phases == {"interpolate_seed_1", "combine", "permute"}
@@ -63,7 +87,32 @@ def test_config_rejects_invalid_values():
   config.search.objective = "f1"
   with pytest.raises(ConfigError, match="search.objective"):
     merge_config.validate(config)
+  config = merge_config.get_config("smoke")
+  config.merge.selection_fraction = 1.0
+  with pytest.raises(ConfigError, match="merge.selection_fraction"):
+    merge_config.validate(config)
+  config = merge_config.get_config("smoke")
+  config.combine.metric = "f1"
+  with pytest.raises(ConfigError, match="combine.metric"):
+    merge_config.validate(config)
   with pytest.raises(ConfigError, match="preset"):
     merge_config.get_config("huge")
   for preset in merge_config.PRESETS:
     merge_config.validate(merge_config.get_config(preset))
+
+
+def test_split_validation_is_stratified():
+  data = datasets.load_digits()
+  x, y = data.split("valid")
+  parts = pipeline.split_validation(data, 0.5, seed=3)
+  (x_fit, y_fit), (x_select, y_select) = parts["fit"], parts["select"]
+  assert len(y_fit) + len(y_select) == len(y)
+  for label in range(10):
+    count = int(np.sum(y == label))
+    assert int(np.sum(y_select == label)) == round(0.5 * count)
+  # The parts are disjoint and together hold every validation digit once.
+  rows = lambda a: {row.tobytes() for row in a}
+  assert not rows(x_fit) & rows(x_select)
+  assert rows(x_fit) | rows(x_select) == rows(x)
+  again = pipeline.split_validation(data, 0.5, seed=3)
+  np.testing.assert_array_equal(again["select"][1], y_select)

@@ -76,6 +76,24 @@ def test_interpolate_problem_scores_merges():
     assert float(scores[i]) == pytest.approx(float(expected))
 
 
+def test_interpolate_generator_starts_at_config():
+  base, a, b = _three_mlps()
+  basis = interpolate_search.prepare_merge(base, a, b, jax.random.key(0))
+  choice, coefficient = interpolate_search.uniform_config("ties", 1.5, len(base))
+  x = jax.random.uniform(jax.random.key(1), (8, 64))
+  problem = interpolate_search.make_problem(basis, x, x, jnp.arange(8) % 10,
+                                            initial_config=(choice, coefficient),
+                                            initial_confidence=3.0)
+  g_params = problem.init_generator(jax.random.key(2))
+  np.testing.assert_array_equal(np.argmax(g_params["logits"], -1),
+                                [interpolate_search.CHOICES.index("ties")] * len(base))
+  np.testing.assert_allclose(jax.nn.sigmoid(g_params["coefficient_mean"]), 0.75, rtol=1e-5)
+  samples = problem.sample(g_params, jax.random.key(3), 256)
+  share = np.mean(np.argmax(samples["choice"], -1) == interpolate_search.CHOICES.index("ties"))
+  # With a logit margin of 3 over 7 other choices, P(ties) = e^3 / (e^3 + 7), about 0.74.
+  assert 0.65 < share < 0.83
+
+
 def test_combine_problem_scores_hybrids():
   a = network.init_transformer(jax.random.key(0), width=8, heads=2, hidden=8, blocks=1)
   b = network.init_transformer(jax.random.key(1), width=8, heads=2, hidden=8, blocks=1)
