@@ -37,6 +37,7 @@ from autogan_jax import optim
 from autogan_jax import tasks
 from autogan_jax.checkpoint import RunCheckpointer
 from autogan_jax.core import validation
+from experiments import bootstrap_components
 from experiments import bootstrap_phases
 from experiments import bootstrap_report
 from experiments import common
@@ -168,6 +169,23 @@ def run_evaluation(workdir, config, rules: dict) -> list[dict]:
   return results
 
 
+def run_components(workdir, config, g_star) -> list[dict]:
+  """Train other components with Adam and with G*, reusing results saved by an earlier run."""
+  cache = workdir / "components.json"
+  if not config.eval.components:
+    return []
+  if cache.exists():
+    return json.loads(cache.read_text())
+  start = time.perf_counter()
+  records = bootstrap_components.compare(g_star, tuple(config.eval.component_seeds),
+                                         config.eval.component_steps,
+                                         config.eval.calibration_steps)
+  logging.info("Trained the ensemble and the calibration GAN with Adam and G* in %.1f s.",
+               time.perf_counter() - start)
+  cache.write_text(json.dumps(common.to_builtin(records)))
+  return records
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -216,9 +234,11 @@ def main(argv):
            "phase2_population": jax.tree.map(lambda x: x[0], starts),
            "g_star": g_star}
   results = run_evaluation(workdir, config, rules)
+  components = run_components(workdir, config, jax.device_get(g_star))
   clock.lap("phase4_evaluation")
   bootstrap_report.write(workdir, config, metrics_log.read(), errors, results,
-                         jax.device_get(g_star), start_scores, g_star_score, clock.laps)
+                         jax.device_get(g_star), start_scores, g_star_score, clock.laps,
+                         components)
   logging.info("Wrote %s and %s.", workdir / "report.md", workdir / "report.json")
 
 

@@ -230,12 +230,19 @@ def run_exploration(workdir, config, tools: Tools, start_params, metrics_log: co
     parents = np.asarray(selection.parents)
     copied = members
     new_scores = scores
+    last = generation + 1 == generations
+    if last:
+      # After the last generation nothing would train the copies.
+      parents = np.arange(size)
     for i, parent in enumerate(parents):
       if parent == i:
         continue
       source = tree_lib.index(members, int(parent))
-      source = source.replace(train=source.train.replace(meta_params=perturb(
-          jax.random.fold_in(gen_key, 1000 + i), source.train.meta_params, scale)))
+      child = perturb(jax.random.fold_in(gen_key, 1000 + i), source.train.meta_params, scale)
+      # The copy is a new rule: its best is validated from the next generation on.
+      source = source.replace(train=source.train.replace(
+          meta_params=child, best_meta_params=child, best_score=jnp.asarray(jnp.inf),
+          best_step=source.train.step))
       copied = _stack_member(copied, i, source)
       new_scores = new_scores.at[i].set(scores[parent])
     next_settings = meta_opt.sample_settings(g_params, jax.random.fold_in(gen_key, 2000), size)
@@ -245,7 +252,7 @@ def run_exploration(workdir, config, tools: Tools, start_params, metrics_log: co
         g_opt_state=g_opt_state, d_params=d_params, d_opt_state=d_opt_state,
         archive_features=archive_features, archive_improvements=archive_improvements,
         archive_count=jnp.asarray(count, jnp.int32), generation=jnp.asarray(generation + 1),
-        replaced=state.replaced + len(selection.replaced_nonfinite))
+        replaced=state.replaced + (0 if last else len(selection.replaced_nonfinite)))
     judged_prob = np.asarray(jax.nn.sigmoid(discriminate(d_params, features)))
     record = {
         "phase": "exploration", "step": generation + 1,
@@ -264,7 +271,7 @@ def run_exploration(workdir, config, tools: Tools, start_params, metrics_log: co
         "d_meta_opt_heldout_ranking_accuracy": _ranking_accuracy(logits_before,
                                                                  np.asarray(improvements)),
         "g_meta": meta_opt.choice_probabilities(g_params),
-        "replaced_nonfinite": selection.replaced_nonfinite,
+        "replaced_nonfinite": [] if last else selection.replaced_nonfinite,
         "replaced_total": int(state.replaced),
         "best_score": float(np.min(np.asarray(members.train.best_score))),
     }
@@ -276,20 +283,37 @@ def run_exploration(workdir, config, tools: Tools, start_params, metrics_log: co
 
 
 def best_members(state: ExplorationState, count: int):
-  """Return the `count` best validated meta-parameters of phase 2, stacked, and their scores."""
-  order = np.argsort(np.asarray(state.members.train.best_score))[:count]
-  params = jax.tree.map(lambda x: x[order], state.members.train.best_meta_params)
-  return params, np.asarray(state.members.train.best_score)[order]
+  """Return the `count` best validated rules of phase 2, stacked, and their scores.
+
+  Rules with the same score are the same rule kept by two members, so each
+  score is taken once while there are enough distinct ones.
+  """
+  scores = np.asarray(state.members.train.best_score)
+  order = [int(i) for i in np.argsort(scores)]
+  distinct = [i for k, i in enumerate(order) if scores[i] not in scores[order[:k]]]
+  chosen = (distinct + [i for i in order if i not in distinct])[:count]
+  params = jax.tree.map(lambda x: x[np.asarray(chosen)], state.members.train.best_meta_params)
+  return params, scores[np.asarray(chosen)]
 
 
 @struct.dataclass
 class SelfReferenceState:
-  """Phase 3's state: the self-training rules (stacked) and the residual history."""
+  """Phase 3's state: the self-training rules (stacked) and the residual history.
+
+  Attributes:
+    train: the rules' meta-training states, stacked; `meta_opt_state` is each
+      rule's own state for its meta-parameters.
+    previous_params: the meta-parameters before the last block.
+    calm_blocks: consecutive blocks whose probe residual stayed under tolerance.
+    block: blocks done.
+    reverts: times a rule went back to its best validated meta-parameters.
+  """
 
   train: meta.MetaTrainState
   previous_params: PyTree
   calm_blocks: jax.Array
   block: jax.Array
+  reverts: jax.Array
 
 
 def self_rule_hyperparams(config) -> optim.RuleHyperparams:
@@ -344,7 +368,8 @@ def run_self_reference(workdir, config, tools: Tools, start_params, metrics_log:
       start_params, jax.random.split(init_key, size))
   train = jax.vmap(meta.keep_best)(train, tools.scores(start_params))
   state = SelfReferenceState(train=train, previous_params=start_params,
-                             calm_blocks=jnp.zeros((), jnp.int32), block=jnp.zeros((), jnp.int32))
+                             calm_blocks=jnp.zeros((), jnp.int32), block=jnp.zeros((), jnp.int32),
+                             reverts=jnp.zeros((), jnp.int32))
 
   checkpointer = RunCheckpointer(workdir / "checkpoints" / "self_reference")
   latest = checkpointer.latest_step()
@@ -359,6 +384,7 @@ def run_self_reference(workdir, config, tools: Tools, start_params, metrics_log:
     return state
 
   block_fn = jax.jit(make_self_block(trainer, c.block_steps))
+  reinit = jax.jit(jax.vmap(lambda p: optim.learned_optimizer(p, self_hyper).init(p)))
   keep_best = jax.jit(jax.vmap(meta.keep_best))
   progress = common.Progress("self_reference", c.steps, start=start * c.block_steps,
                              every_s=0.0)
@@ -372,10 +398,19 @@ def run_self_reference(workdir, config, tools: Tools, start_params, metrics_log:
     function_residual = _relative_change(tools.probe_updates(train.meta_params),
                                          tools.probe_updates(before))
     calm = bool(np.all(function_residual < c.tolerance))
+    # A rule whose score fell behind its best by more than the margin restarts from
+    # its best meta-parameters with a fresh state of its own update.
+    worse = np.asarray(scores) > np.asarray(train.best_score) + c.revert_margin
+    if worse.any():
+      fresh = reinit(train.best_meta_params)
+      train = train.replace(
+          meta_params=tree_lib.select_rows(jnp.asarray(worse), train.best_meta_params,
+                                           train.meta_params),
+          meta_opt_state=tree_lib.select_rows(jnp.asarray(worse), fresh, train.meta_opt_state))
     state = SelfReferenceState(
         train=train, previous_params=before,
         calm_blocks=jnp.where(calm, state.calm_blocks + 1, 0).astype(jnp.int32),
-        block=jnp.asarray(index + 1, jnp.int32))
+        block=jnp.asarray(index + 1, jnp.int32), reverts=state.reverts + int(worse.sum()))
     done = (index + 1) * c.block_steps
     metrics = jax.device_get(metrics)
     record = {
@@ -387,6 +422,7 @@ def run_self_reference(workdir, config, tools: Tools, start_params, metrics_log:
         "learning_rate": np.asarray(metrics["learning_rate"][-1]).tolist(),
         "quarantined_total": np.asarray(train.quarantined).tolist(),
         "calm_blocks": int(state.calm_blocks),
+        "reverted": worse.astype(int).tolist(),
     }
     metrics_log.append(common.to_builtin(record))
     checkpointer.save(done, state)

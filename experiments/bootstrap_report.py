@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from autogan_jax.meta import evaluation  # noqa: E402
+from experiments import bootstrap_components  # noqa: E402
 from experiments import common  # noqa: E402
 
 PHASE_RULES = (("phase1_imitation", "Phase 1: imitation of Adam"),
@@ -135,7 +136,8 @@ def _heldout_table(summary, rule):
 def write(workdir: pathlib.Path, config, records: list[dict[str, Any]],
           imitation_errors: dict[str, float], results: list[dict[str, Any]],
           g_star_params: dict[str, Any], phase2_scores, g_star_score: float,
-          phase_seconds: dict[str, dict[str, float]] | None = None) -> None:
+          phase_seconds: dict[str, dict[str, float]] | None = None,
+          components: list[dict[str, Any]] | None = None) -> None:
   """Write report.json, report.md and the PNG plots."""
   heldout = [r for result in results for r in result["records"]]
   summary = evaluation.summarize(heldout)
@@ -194,11 +196,14 @@ def write(workdir: pathlib.Path, config, records: list[dict[str, Any]],
           "steps": self_reference[-1]["step"] if self_reference else 0,
           "function_residual": [r["function_residual"] for r in self_reference],
           "param_residual": [r["param_residual"] for r in self_reference],
+          "reverts": int(sum(sum(r.get("reverted", [])) for r in self_reference)),
           "fixed_point_reached": bool(self_reference
                                       and self_reference[-1]["calm_blocks"]
                                       >= config.self_reference.patience),
       },
       "phase_seconds": phase_seconds or {},
+      "components": components or [],
+      "components_summary": bootstrap_components.summarize(components) if components else [],
       "g_star_learning_rate": float(np.exp(g_star_params["log_lr"])),
       "g_star_basis_coefficients": g_star_params["basis"],
   }
@@ -268,14 +273,18 @@ def write(workdir: pathlib.Path, config, records: list[dict[str, Any]],
       f"own update, in blocks of {c3.block_steps} meta-steps ({c3.num_tasks} tasks each), up "
       f"to {c3.steps} steps. The residual is the relative change over a block of the rule's "
       "update on the probe (and of its meta-parameters); the phase stops when every rule's "
-      f"probe residual stays under {c3.tolerance} for {c3.patience} blocks.", "",
+      f"probe residual stays under {c3.tolerance} for {c3.patience} blocks. A rule whose "
+      f"validation score falls more than {c3.revert_margin} behind its best returns to its best "
+      "meta-parameters with a fresh state (selection; the updates themselves stay the rule's "
+      f"own): {report['self_reference']['reverts']} reverts.", "",
       common.markdown_table(
           ["step", "probe residual", "meta-parameter residual", "mean meta-loss",
-           "validation score"],
+           "validation score", "rule step size"],
           [[r["step"], ", ".join(f"{x:.3g}" for x in r["function_residual"]),
             ", ".join(f"{x:.3g}" for x in r["param_residual"]),
             ", ".join(f"{np.mean(x):.4g}" for x in r["meta_loss"]),
-            ", ".join(f"{x:.4g}" for x in r["validation_score"])] for r in self_reference]),
+            ", ".join(f"{x:.4g}" for x in r["validation_score"]),
+            ", ".join(f"{x:.3g}" for x in r["learning_rate"])] for r in self_reference]),
       f"Fixed point reached: {report['self_reference']['fixed_point_reached']}. G* is the best "
       f"validated rule of this phase (score {g_star_score:.4f}; the best of phase 2 scored "
       f"{float(np.min(np.asarray(phase2_scores))):.4f}).", "",
@@ -293,6 +302,21 @@ def write(workdir: pathlib.Path, config, records: list[dict[str, Any]],
                                        for result in results] for rule, _ in PHASE_RULES]),
       "G* test loss over tuned Adam's: " + ", ".join(
           f"{k}: {v:.3f}" for k, v in sorted(test_loss_ratio.items())) + ".", "",
+      "### G* trains other components", "",
+      "The same training with each component's default rule (Adam) and with G*, on the digits "
+      f"splits, seeds {list(config.eval.component_seeds)} (means of "
+      f"{len(config.eval.component_seeds)} runs): a deep "
+      f"ensemble of 8 differently shaped members ({config.eval.component_steps} steps; G* at its "
+      "own step size), and the calibration GAN on the first member's validation logits "
+      f"({config.eval.calibration_steps} steps; G* at Adam's step sizes 1e-3 for G_cal and 3e-3 "
+      "for D_cal). Test split figures.", "",
+      common.markdown_table(
+          ["rule", "member test NLL", "member test accuracy", "ensemble test NLL",
+           "ensemble test accuracy", "calibrated test ECE", "uncalibrated test ECE"],
+          [[r["rule"], r["member_test_nll"], r["member_test_accuracy"], r["ensemble_test_nll"],
+            r["ensemble_test_accuracy"], r["calibrated_test_ece"], r["uncalibrated_test_ece"]]
+           for r in report["components_summary"]]) if components else
+      "Not run (eval.components=False).\n",
       "G* is saved as `g_star.json`; `autogan_jax.optim.g_star(path=...)` turns it into an "
       "optax transformation.", "",
       "Time of each phase in this process (a resumed run counts only what it ran): " + "; ".join(

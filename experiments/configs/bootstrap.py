@@ -46,16 +46,21 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   })
   # Phase 3. The best `members` rules of phase 2 train themselves in blocks of
   # `block_steps`; the phase stops when the probe residual of every rule stays
-  # under `tolerance` for `patience` blocks, or after `steps` meta-steps.
+  # under `tolerance` for `patience` blocks, or after `steps` meta-steps. A rule
+  # whose validation score falls more than `revert_margin` behind its best
+  # returns to its best meta-parameters.
   config.self_reference = ml_collections.ConfigDict({
       "members": 2, "steps": 200, "block_steps": 20, "tolerance": 0.01, "patience": 2,
-      "num_tasks": 8,
+      "num_tasks": 8, "revert_margin": 0.05,
   })
   config.eval = ml_collections.ConfigDict({
       "digits_steps": 300, "char_steps": 600, "eval_every": 10, "seeds": (0, 1, 2),
       "adam_learning_rates": (3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
       "sgd_learning_rates": (1e-2, 3e-2, 1e-1, 3e-1, 1.0),
       "sgd_momentum": 0.9, "char": True, "enabled": True, "digits_tasks": 2,
+      # G* against Adam on other components: a deep ensemble and the calibration GAN.
+      "components": True, "component_steps": 300, "calibration_steps": 300,
+      "component_seeds": (0, 1, 2),
   })
 
   if preset == "smoke":
@@ -69,7 +74,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
                              estimators=("tbptt",))
     config.self_reference.update(steps=4, block_steps=2, num_tasks=2)
     config.eval.update(digits_steps=20, char_steps=20, eval_every=10, seeds=(0, 1, 2),
-                       digits_tasks=1,
+                       digits_tasks=1, component_steps=10, calibration_steps=10,
+                       component_seeds=(0,),
                        adam_learning_rates=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
                        sgd_learning_rates=(1e-2, 3e-2, 1e-1, 3e-1, 1.0))
   elif preset == "large":
@@ -131,6 +137,7 @@ SCHEMA = {
     "self_reference.tolerance": v.FloatRange(0.0),
     "self_reference.patience": v.IntRange(1),
     "self_reference.num_tasks": v.IntRange(1),
+    "self_reference.revert_margin": v.FloatRange(0.0),
     "eval.digits_steps": v.IntRange(1),
     "eval.char_steps": v.IntRange(1),
     "eval.eval_every": v.IntRange(1),
@@ -143,6 +150,10 @@ SCHEMA = {
     "eval.char": v.OneOf((True, False)),
     "eval.enabled": v.OneOf((True, False)),
     "eval.digits_tasks": v.IntRange(1, 2),
+    "eval.components": v.OneOf((True, False)),
+    "eval.component_steps": v.IntRange(1),
+    "eval.calibration_steps": v.IntRange(1),
+    "eval.component_seeds": v.SequenceOf(v.IntRange(0), min_length=1),
 }
 
 

@@ -75,6 +75,13 @@ def test_smoke_report_holds_every_phase(smoke_workdir):
   residuals = report["self_reference"]["function_residual"]
   assert len(residuals) == 2 and all(len(r) == 2 for r in residuals)
   assert report["g_star_validation_score"] <= min(report["phase2_best_validation_scores"]) + 1e-6
+  # Phase 4 also trains an ensemble and the calibration GAN with Adam and with G*.
+  summary = {row["rule"]: row for row in report["components_summary"]}
+  assert set(summary) == {"adam", "g_star"}
+  for row in summary.values():
+    assert row["seeds"] == 1
+    assert 0.0 < row["ensemble_test_nll"] < 2.5
+    assert 0.0 <= row["calibrated_test_ece"] <= 1.0
   for name in ("report.md", "metrics.jsonl", "meta_training.png", "heldout_curves.png",
                "exploration.png", "self_reference.png", "g_star.json"):
     assert (smoke_workdir / name).stat().st_size > 0
