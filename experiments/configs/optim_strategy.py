@@ -19,6 +19,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.preset = preset
   config.seed = 0
+  # Meta-steps between checkpoints of the meta-training state.
+  config.checkpoint_every = 5
 
   study = ml_collections.ConfigDict()
   # The gated digits task.
@@ -38,6 +40,11 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   study.meta_pairs = 8
   study.meta_sigma = 0.5
   study.meta_learning_rate = 0.2
+  # Weight w of D_optim's judgement in the ES objective of the gates:
+  # valid_loss + w * (1 - D_optim's score of the candidate's training curve).
+  # D_optim is retrained every meta-step on the archive of `archive_runs`
+  # random-gate runs and all earlier candidates. 0 turns the feedback off.
+  study.judge_feedback_weight = 0.0
   # Also meta-train gates whose bias is shared by all groups, so that only the
   # gate features tell the groups apart.
   study.shared_bias_variant = True
@@ -50,6 +57,9 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   config.study = study
 
   if preset == "smoke":
+    config.checkpoint_every = 1
+    # Nonzero so that the smoke run and its tests cover the feedback path.
+    study.judge_feedback_weight = 0.3
     study.hidden = 8
     study.batch_size = 16
     study.es_pairs = 2
@@ -80,6 +90,7 @@ def schema() -> dict[str, validation.Rule]:
   positive_float = validation.FloatRange(0.0, low_inclusive=False)
   return {
       "seed": validation.IntRange(0),
+      "checkpoint_every": positive,
       "study.hidden": positive,
       "study.batch_size": validation.IntRange(2),
       "study.threshold_low": validation.FloatRange(0.0, 1.0),
@@ -94,6 +105,7 @@ def schema() -> dict[str, validation.Rule]:
       "study.meta_pairs": positive,
       "study.meta_sigma": positive_float,
       "study.meta_learning_rate": positive_float,
+      "study.judge_feedback_weight": validation.FloatRange(0.0),
       "study.shared_bias_variant": validation.OneOf((True, False)),
       "study.archive_runs": validation.IntRange(2),
       "study.archive_gate_scale": positive_float,
