@@ -1,8 +1,8 @@
 """Config of `experiments/optim_strategy.py`: learned gates over gradient, ES and score function.
 
-Presets: "default" took 6.8 minutes of wall time and 112 s of CPU time on a
-2-core CPU shared with other jobs (load average about 15), "smoke" took about
-22 s of CPU time and runs in the tests, and "large" is for a GPU.
+Presets: "default" took 2.4 to 6.8 minutes of wall time and 110 to 118 s of
+CPU time on a 2-core CPU shared with other jobs. "smoke" took about 22 s of
+CPU time and runs in the tests, and "large" is for a GPU.
 """
 
 from __future__ import annotations
