@@ -5,12 +5,20 @@ Usage:
       --config=experiments/configs/optim_strategy.py:smoke
 
 Writes metrics.jsonl, report.json, report.md, curves.png and gates.png (and
-gates_shared_bias.png for the shared-bias variant) into the workdir. The run does not checkpoint; rerunning starts from scratch and
-overwrites the files.
+gates_shared_bias.png for the shared-bias variant) into the workdir.
+
+Meta-training saves its state (gate parameters, optimizer state, step and
+D_optim's archive) under workdir/checkpoints every `checkpoint_every`
+meta-steps. Rerunning with the same workdir and config resumes from the newest
+checkpoint and ends with the same gate parameters, bit for bit, as an
+uninterrupted run. The evaluation after meta-training is recomputed, and its
+files are overwritten. A workdir that contains a run of another config is
+rejected.
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
 
 import jax
@@ -30,7 +38,8 @@ from matplotlib import pyplot as plt  # noqa: E402  (the backend is chosen first
 
 _CONFIG, _WORKDIR = common.define_run_flags(
     "experiments/configs/optim_strategy.py:default", None, "Experiment config file and preset.",
-    "Folder for metrics, report and plots; a rerun overwrites them.")
+    "Folder for checkpoints, metrics, report and plots; a rerun with the same config resumes "
+    "there.")
 
 
 def plot_curves(workdir: pathlib.Path, arrays: dict) -> None:
@@ -77,9 +86,14 @@ def plot_gates(workdir: pathlib.Path, report: dict, arrays: dict, name: str,
 
 
 def _meta_line(name: str, records: list[dict], config: dict) -> str:
+  weight = config["judge_feedback_weight"]
+  objective = ("its validation loss" if weight == 0 else
+               f"its validation loss plus {weight} * (1 - D_optim's score of its training "
+               "curve), with D_optim retrained every step on the archive of random-gate runs "
+               "and all earlier candidates")
   line = (f"Meta-training of '{name}': {len(records)} ES steps of {config['meta_pairs']} "
           f"antithetic pairs, each candidate one inner run of {config['meta_inner_steps']} steps "
-          "scored by its validation loss")
+          f"scored by {objective}")
   if records:
     line += (f". Mean candidate validation loss: {records[0]['meta_loss']:.4f} at the first "
              f"step, {records[-1]['meta_loss']:.4f} at the last")
@@ -103,7 +117,8 @@ def markdown(report: dict) -> str:
   """Render the report as markdown."""
   config = report["config"]
   seeds = report["seeds"]
-  rows = [[r["strategy"], r["test_loss"], ", ".join(f"{v:.3f}" for v in r["test_loss_per_seed"]),
+  rows = [[r["strategy"], r["test_loss"],
+           ", ".join(f"{v:.3f}" for v in r["test_loss_per_seed"]), r["valid_loss"],
            r["test_accuracy"], r["final_train_loss"], r["d_optim"], r["threshold_mean"],
            ", ".join(f"{v:.2f}" for v in r["choice_probs"]), r["quarantined_steps"],
            r["es_pairs_dropped"]] for r in report["rows"]]
@@ -115,7 +130,8 @@ def markdown(report: dict) -> str:
       "Task: 8x8 digits through a hard per-pixel threshold (step function, zero gradient) into "
       "a one-hidden-layer perceptron whose activation is sampled per example from learned "
       "logits (relu, tanh, identity, zero). Test figures are expectations over the activation "
-      "distribution on the digits test split (360 images).\n",
+      "distribution on the digits test split (360 images). The validation loss is on the "
+      "validation split, which also scores the candidates of meta-training.\n",
       f"Every strategy trains with Adam (learning rate {config['learning_rate']}) for "
       f"{config['inner_steps']} steps on seeds {seeds} (task seeds 1000+seed), and each figure "
       f"is the mean over those {len(seeds)} runs. ES: {config['es_pairs']} pairs per group and "
@@ -127,7 +143,7 @@ def markdown(report: dict) -> str:
   lines += [_meta_line(name, records, config) for name, records in report["meta_train"].items()]
   lines += [
       common.markdown_table(
-          ["strategy", "test loss", "per seed", "test accuracy", "final train loss",
+          ["strategy", "test loss", "per seed", "valid loss", "test accuracy", "final train loss",
            "D_optim P(top)", "mean threshold", "activation probs", "skipped steps",
            "ES pairs dropped"], rows),
       f"Best by test loss: **{report['best_by_test_loss']}**. Rank by test loss of the learned "
@@ -154,15 +170,47 @@ def markdown(report: dict) -> str:
   return "\n".join(lines)
 
 
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  flat = {}
+  for name, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{prefix}{name}."))
+    else:
+      flat[f"{prefix}{name}"] = value
+  return flat
+
+
+def check_workdir_config(workdir: pathlib.Path, config) -> None:
+  """Write config.json, or reject a workdir whose saved config differs from `config`.
+
+  Checkpoints of another config would resume into the wrong run, so the
+  workdir must be new or hold a run of the same config.
+  """
+  path = workdir / "config.json"
+  current = json.loads(config.to_json_best_effort())
+  if path.exists():
+    saved = json.loads(path.read_text())
+    if saved != current:
+      saved, current = _flatten(saved), _flatten(current)
+      changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+      raise app.UsageError(
+          f"Invalid --workdir {workdir}: it contains a run of another config (fields that differ: "
+          f"{', '.join(changed)}). Use a new --workdir, or delete that folder to start over.")
+    return
+  path.write_text(json.dumps(current, indent=2) + "\n")
+
+
 def main(argv):
   del argv
   config = _CONFIG.value
   validation.validate(config, optim_strategy_config.schema())
   optim_strategy_config.check_relations(config)
+  common.quiet_library_logs()
   workdir = common.prepare_workdir(_WORKDIR.value)
+  check_workdir_config(workdir, config)
   metrics = common.MetricsLog(workdir)
-  if metrics.path.exists():
-    metrics.path.unlink()
+  # The evaluation is recomputed on every run, so its earlier records go.
+  metrics.truncate_after("evaluate", -1)
   progress = common.Progress("meta_train", config.study.meta_steps)
 
   def log(record):
@@ -170,8 +218,14 @@ def main(argv):
     if record["phase"].startswith("meta_train"):
       progress.update(record["step"], meta_loss=record["meta_loss"])
 
+  def restore_records(phase, step):
+    metrics.truncate_after(phase, step)
+    return [r for r in metrics.read() if r.get("phase") == phase]
+
+  checkpointing = strategy_study.Checkpointing(workdir / "checkpoints", config.checkpoint_every,
+                                               restore_records)
   report, arrays = strategy_study.run_study(config.study.to_dict(), jax.random.key(config.seed),
-                                            log)
+                                            log, checkpointing)
   report["config"] = config.study.to_dict() | {"seed": config.seed, "preset": config.preset}
   plot_curves(workdir, arrays)
   plot_gates(workdir, report, arrays, "learned", "gates.png")

@@ -19,6 +19,8 @@ remaining curves, and `optax.set_to_zero` keeps them unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -81,6 +83,44 @@ def score_curves(d_params: dict[str, jax.Array], curves: jax.Array) -> jax.Array
   return jax.nn.sigmoid(judge_logits(d_params, curve_features(curves)))
 
 
+def _check_training_settings(top_fraction, steps, batch_size, learning_rate):
+  validation.check("top_fraction", top_fraction,
+                   validation.FloatRange(0.0, 1.0, low_inclusive=False, high_inclusive=False))
+  validation.check("steps", steps, validation.IntRange(1))
+  validation.check("batch_size", batch_size, validation.IntRange(1))
+  validation.check("learning_rate", learning_rate,
+                   validation.FloatRange(0.0, low_inclusive=False))
+
+
+def _fit_judge(key: jax.Array, sample_real: Callable, fake_pool: jax.Array,
+               sample_fake_index: Callable, *, steps: int, batch_size: int,
+               learning_rate: float, hidden: int, loss: str) -> tuple[dict, jax.Array]:
+  """Run the `lax.scan` of `gan.make_step` and return D's parameters and per-step loss.
+
+  `sample_real(key, batch)` returns real feature rows. The fixed generator
+  returns `fake_pool[sample_fake_index(key, batch, pool_size)]`.
+  """
+
+  def generate(g_params, key, batch):
+    index = sample_fake_index(key, batch, g_params["pool"].shape[0])
+    return jax.lax.stop_gradient(g_params["pool"][index]), None
+
+  g_tx = optax.set_to_zero()
+  d_tx = optax.adam(learning_rate)
+  step = gan_step.make_step(generate, judge_logits, g_tx, d_tx, loss=loss)
+  init_key, train_key = jax.random.split(key)
+  state = gan_step.init_state({"pool": fake_pool}, init_curve_judge(init_key, hidden), g_tx,
+                              d_tx)
+
+  def body(state, step_key):
+    real_key, gan_key = jax.random.split(step_key)
+    state, metrics = step(state, sample_real(real_key, batch_size), gan_key)
+    return state, metrics["d_loss"]
+
+  state, d_losses = jax.lax.scan(body, state, jax.random.split(train_key, steps))
+  return state.d_params, d_losses
+
+
 def train_curve_judge(key: jax.Array, curves: jax.Array, *, top_fraction: float = 0.25,
                       steps: int = 300, batch_size: int = 32, learning_rate: float = 1e-2,
                       hidden: int = 16,
@@ -93,12 +133,7 @@ def train_curve_judge(key: jax.Array, curves: jax.Array, *, top_fraction: float 
   Returns:
     `(d_params, metrics)` with per-step "d_loss" and the real and fake counts.
   """
-  validation.check("top_fraction", top_fraction,
-                   validation.FloatRange(0.0, 1.0, low_inclusive=False, high_inclusive=False))
-  validation.check("steps", steps, validation.IntRange(1))
-  validation.check("batch_size", batch_size, validation.IntRange(1))
-  validation.check("learning_rate", learning_rate,
-                   validation.FloatRange(0.0, low_inclusive=False))
+  _check_training_settings(top_fraction, steps, batch_size, learning_rate)
   num_runs = curves.shape[0]
   num_real = max(int(round(num_runs * top_fraction)), 1)
   if num_real >= num_runs:
@@ -112,23 +147,54 @@ def train_curve_judge(key: jax.Array, curves: jax.Array, *, top_fraction: float 
   real_pool = gan_step.top_of_archive(features, quality, num_real)
   fake_pool = features[order[num_real:]]
 
-  def generate(g_params, key, batch):
-    index = jax.random.randint(key, (batch,), 0, g_params["pool"].shape[0])
-    return jax.lax.stop_gradient(g_params["pool"][index]), None
+  def sample_real(key, batch):
+    return real_pool[jax.random.randint(key, (batch,), 0, num_real)]
 
-  g_tx = optax.set_to_zero()
-  d_tx = optax.adam(learning_rate)
-  step = gan_step.make_step(generate, judge_logits, g_tx, d_tx, loss=loss)
-  init_key, train_key = jax.random.split(key)
-  state = gan_step.init_state({"pool": fake_pool}, init_curve_judge(init_key, hidden), g_tx,
-                              d_tx)
+  def sample_fake_index(key, batch, pool_size):
+    return jax.random.randint(key, (batch,), 0, pool_size)
 
-  def body(state, step_key):
-    real_key, gan_key = jax.random.split(step_key)
-    index = jax.random.randint(real_key, (batch_size,), 0, num_real)
-    state, metrics = step(state, real_pool[index], gan_key)
-    return state, metrics["d_loss"]
+  d_params, d_losses = _fit_judge(key, sample_real, fake_pool, sample_fake_index, steps=steps,
+                                  batch_size=batch_size, learning_rate=learning_rate,
+                                  hidden=hidden, loss=loss)
+  return d_params, {"d_loss": d_losses, "num_real": num_real,
+                    "num_fake": num_runs - num_real}
 
-  state, d_losses = jax.lax.scan(body, state, jax.random.split(train_key, steps))
-  return state.d_params, {"d_loss": d_losses, "num_real": num_real,
-                          "num_fake": num_runs - num_real}
+
+def train_curve_judge_on_prefix(key: jax.Array, curves: jax.Array, num_valid: jax.Array, *,
+                                top_fraction: float = 0.25, steps: int = 300,
+                                batch_size: int = 32, learning_rate: float = 1e-2,
+                                hidden: int = 16, loss: str = "non_saturating"
+                                ) -> tuple[dict[str, jax.Array], dict]:
+  """Train D_optim on the first `num_valid` rows of a fixed-size archive buffer [capacity, steps].
+
+  The rows from `num_valid` on are ignored, so an archive that grows inside
+  a fixed buffer trains with one compiled program. `num_valid` may be traced.
+  The real curves are the top `max(round(num_valid * top_fraction), 1)` rows by
+  `curve_quality`, and the fakes are the other valid rows. The caller must keep
+  at least one fake row: `train_curve_judge` checks this, this function cannot
+  when `num_valid` is traced.
+
+  Returns:
+    `(d_params, metrics)` with per-step "d_loss" and the real and fake counts.
+  """
+  _check_training_settings(top_fraction, steps, batch_size, learning_rate)
+  num_valid = jnp.asarray(num_valid, jnp.int32)
+  num_real = jnp.maximum(jnp.round(num_valid * top_fraction).astype(jnp.int32), 1)
+  valid = jnp.arange(curves.shape[0]) < num_valid
+  # Valid rows first, each part sorted by quality, best first. Curves with a
+  # non-finite loss have quality -inf and end the valid part.
+  order = jnp.lexsort((-curve_quality(curves), ~valid))
+  features = curve_features(curves)[order]
+
+  def sample_real(key, batch):
+    return features[jax.random.randint(key, (batch,), 0, num_real)]
+
+  def sample_fake_index(key, batch, pool_size):
+    del pool_size
+    return jax.random.randint(key, (batch,), num_real, num_valid)
+
+  d_params, d_losses = _fit_judge(key, sample_real, features, sample_fake_index, steps=steps,
+                                  batch_size=batch_size, learning_rate=learning_rate,
+                                  hidden=hidden, loss=loss)
+  return d_params, {"d_loss": d_losses, "num_real": num_real,
+                    "num_fake": num_valid - num_real}

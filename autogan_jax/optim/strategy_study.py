@@ -5,7 +5,9 @@ differentiable in the weights only, the study
 
 1. meta-trains G_optim's gates by antithetic ES on the validation loss after a
    short inner run, once with one bias row per group and, if configured, once
-   with a bias shared by all groups,
+   with a bias shared by all groups. With a positive `judge_feedback_weight`,
+   a D_optim trained on the archive of earlier candidates' curves scores each
+   candidate's training curve, and the score enters the ES objective,
 2. trains every strategy (the learned gates, the fixed strategies of
    `strategy.FIXED_STRATEGIES` and the per-group assignment that the task's
    construction suggests) for the same number of steps on several seeds,
@@ -16,6 +18,8 @@ differentiable in the weights only, the study
 
 from __future__ import annotations
 
+import dataclasses
+import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,7 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import logging
 
+from autogan_jax.checkpoint import RunCheckpointer
 from autogan_jax.core import keys as key_util
 from autogan_jax.optim import curve_judge
 from autogan_jax.optim import strategy
@@ -91,17 +97,80 @@ def _key_data(key: jax.Array, num: int) -> np.ndarray:
   return np.asarray(jax.random.key_data(jax.random.split(key, num)))
 
 
+@dataclasses.dataclass(frozen=True)
+class Checkpointing:
+  """Checkpoint settings of meta-training: folder, interval and the reading back of the log.
+
+  Attributes:
+    directory: parent folder. Each meta-training phase saves into a subfolder
+      named after the phase.
+    every: meta-steps between checkpoints. The last step is always saved.
+    restore_records: `restore_records(phase, step)` drops the phase's logged
+      records after `step` and returns the kept records of the phase in order.
+  """
+  directory: pathlib.Path
+  every: int
+  restore_records: Callable[[str, int], list[dict]]
+
+
+def _judge_candidates(config: Mapping[str, Any]) -> Callable:
+  """Return `score(key, curves, count, candidate_curves)`, compiled once.
+
+  It trains D_optim on the first `count` curves of the archive buffer and
+  returns its probability that each candidate curve is a top-of-archive curve.
+  """
+
+  @jax.jit
+  def score(key, curves, count, candidate_curves):
+    d_params, _ = curve_judge.train_curve_judge_on_prefix(
+        key, curves, count, top_fraction=config["judge_top_fraction"],
+        steps=config["judge_steps"], hidden=config["judge_hidden"])
+    return curve_judge.score_curves(d_params, candidate_curves)
+
+  return score
+
+
+def _initial_archive(config: Mapping[str, Any], initial_curves: np.ndarray) -> dict:
+  """Return the archive buffer of meta-training: the given curves, room for every candidate."""
+  capacity = (initial_curves.shape[0]
+              + config["meta_steps"] * 2 * config["meta_pairs"])
+  curves = np.full((capacity, initial_curves.shape[1]), np.nan, np.float32)
+  curves[:initial_curves.shape[0]] = initial_curves
+  return {"curves": curves, "count": np.int32(initial_curves.shape[0])}
+
+
 def meta_train(config: Mapping[str, Any], batched_run: Callable, chunk: int, group_names,
                key: jax.Array, log: Callable[[dict], None], shared_bias: bool = False,
-               phase: str = "meta_train") -> tuple[dict, list[dict]]:
+               phase: str = "meta_train", feedback: Mapping[str, Any] | None = None,
+               checkpointing: Checkpointing | None = None) -> tuple[dict, list[dict]]:
   """Meta-train the gate parameters by antithetic ES on the validation loss after an inner run.
 
   Both members of a pair train from the same task key (common random numbers).
   With `shared_bias` all groups keep one bias row (see `strategy.meta_candidates`).
+
+  With `feedback` (keys "judge_key" and "initial_curves") and a positive
+  `config["judge_feedback_weight"]` w, each meta-step first trains D_optim on
+  the archive so far: the initial curves and the training curves of every
+  earlier candidate. The ES objective of a candidate becomes
+  `valid_loss + w * (1 - D_optim's score of its training curve)`, and the
+  candidates' curves then join the archive.
+
+  Meta-step i draws its keys as `fold_in(key, i)` and `fold_in(judge_key, i)`,
+  so a run resumed from a checkpoint ends with the same gate parameters, bit
+  for bit, as an uninterrupted one.
   """
-  gate_params = strategy.init_gate_params(group_names)
+  weight = float(config["judge_feedback_weight"])
+  use_judge = weight > 0.0
+  if use_judge and feedback is None:
+    raise ValueError(f"Missing `feedback` (judge key and initial archive curves), which "
+                     f"judge_feedback_weight={weight} needs. Pass it, or set the weight to 0.")
   meta_tx = optax.adam(config["meta_learning_rate"])
-  opt_state = meta_tx.init(gate_params)
+  gate_params = strategy.init_gate_params(group_names)
+  state = {"gate_params": gate_params, "opt_state": meta_tx.init(gate_params),
+           "step": np.int32(0)}
+  if use_judge:
+    state["archive"] = _initial_archive(config, np.asarray(feedback["initial_curves"]))
+    score = _judge_candidates(config)
   num_pairs, sigma = config["meta_pairs"], config["meta_sigma"]
 
   @jax.jit
@@ -118,18 +187,53 @@ def meta_train(config: Mapping[str, Any], batched_run: Callable, chunk: int, gro
     updates, opt_state = meta_tx.update(grad, opt_state, gate_params)
     return optax.apply_updates(gate_params, updates), opt_state, nonfinite
 
-  records = []
-  for i in range(config["meta_steps"]):
-    candidates, eps, key_data = propose(gate_params, jax.random.fold_in(key, i))
-    losses = _run_in_chunks(batched_run, candidates, np.asarray(key_data), chunk)["valid_loss"]
-    gate_params, opt_state, nonfinite = apply(gate_params, opt_state, eps, losses)
-    record = {"phase": phase, "step": i + 1,
-              "meta_loss": float(np.nanmean(losses)),
-              "nonfinite_candidates": int(nonfinite),
-              "bias": np.asarray(gate_params["bias"]).tolist()}
+  records, checkpointer = [], None
+  if checkpointing is not None:
+    checkpointer = RunCheckpointer(checkpointing.directory / phase)
+    latest = checkpointer.latest_step()
+    if latest is not None:
+      state = checkpointer.restore(state, latest)
+      logging.info("%s: resumed from the checkpoint of meta-step %d.", phase, latest)
+    records = checkpointing.restore_records(phase, int(state["step"]))
+
+  pending = []
+  for i in range(int(state["step"]), config["meta_steps"]):
+    candidates, eps, key_data = propose(state["gate_params"], jax.random.fold_in(key, i))
+    runs = _run_in_chunks(batched_run, candidates, np.asarray(key_data), chunk)
+    losses = runs["valid_loss"]
+    record = {"phase": phase, "step": i + 1, "meta_loss": float(np.nanmean(losses))}
+    objectives = losses
+    if use_judge:
+      archive = state["archive"]
+      d_scores = np.asarray(score(jax.random.fold_in(feedback["judge_key"], i),
+                                  archive["curves"], archive["count"], runs["loss"]))
+      objectives = losses + weight * (1.0 - d_scores)
+      count = int(archive["count"])
+      curves = np.array(archive["curves"])
+      curves[count:count + runs["loss"].shape[0]] = runs["loss"]
+      state["archive"] = {"curves": curves, "count": np.int32(count + runs["loss"].shape[0])}
+      record["d_optim_mean"] = float(np.nanmean(d_scores))
+      record["meta_objective"] = float(np.nanmean(objectives))
+    gate_params, opt_state, nonfinite = apply(state["gate_params"], state["opt_state"], eps,
+                                              objectives)
+    state.update(gate_params=gate_params, opt_state=opt_state, step=np.int32(i + 1))
+    record["nonfinite_candidates"] = int(nonfinite)
+    record["bias"] = np.asarray(gate_params["bias"]).tolist()
     records.append(record)
-    log(record)
-  return gate_params, records
+    pending.append(record)
+    if checkpointer is None:
+      log(record)
+      pending = []
+    elif (i + 1) % checkpointing.every == 0 or i + 1 == config["meta_steps"]:
+      # Records reach the log right before the checkpoint of their last step. A run
+      # killed in between finds them on resume, and `restore_records` drops them.
+      for pending_record in pending:
+        log(pending_record)
+      pending = []
+      checkpointer.save(i + 1, state)
+  if checkpointer is not None:
+    checkpointer.close()
+  return state["gate_params"], records
 
 
 def evaluate_strategies(batched_run: Callable, named: Mapping[str, dict],
@@ -184,13 +288,16 @@ def _gate_summary(result: Mapping[str, np.ndarray], group_names) -> dict[str, di
 
 
 def run_study(config: Mapping[str, Any], key: jax.Array,
-              log: Callable[[dict], None] = lambda record: None) -> tuple[dict, dict]:
+              log: Callable[[dict], None] = lambda record: None,
+              checkpointing: Checkpointing | None = None) -> tuple[dict, dict]:
   """Run the whole study; return a JSON-ready report and the arrays behind the plots.
 
   Args:
     config: flat settings, see `experiments/configs/optim_strategy.py`.
     key: PRNG key of the meta-training and the archive.
     log: called with every metrics record.
+    checkpointing: when given, meta-training saves its state there and resumes
+      from the newest checkpoint. The steps after meta-training are recomputed.
   """
   keys = key_util.split_named(key, ("meta", "archive", "judge"))
   task = gated_digits.gated_digits_task(
@@ -205,13 +312,22 @@ def run_study(config: Mapping[str, Any], key: jax.Array,
   meta_run = (batched_run if config["meta_inner_steps"] == config["inner_steps"]
               else _batched_run(config, task, tx, config["meta_inner_steps"]))
 
+  feedback = None
+  if config["judge_feedback_weight"] > 0:
+    # Derived from the run key by fold_in, so the keys of a run without feedback stay as
+    # they were.
+    feedback_keys = key_util.split_named(jax.random.fold_in(key, 1), ("archive", "judge"))
+    feedback = {"judge_key": feedback_keys["judge"],
+                "initial_curves": archive_curves(config, task.groups, meta_run, chunk,
+                                                 feedback_keys["archive"])}
   learned, meta_records = {}, {}
   learned["learned"], meta_records["learned"] = meta_train(
-      config, meta_run, chunk, task.groups, keys["meta"], log)
+      config, meta_run, chunk, task.groups, keys["meta"], log, feedback=feedback,
+      checkpointing=checkpointing)
   if config["shared_bias_variant"]:
     learned["learned_shared_bias"], meta_records["learned_shared_bias"] = meta_train(
         config, meta_run, chunk, task.groups, keys["meta"], log, shared_bias=True,
-        phase="meta_train_shared_bias")
+        phase="meta_train_shared_bias", feedback=feedback, checkpointing=checkpointing)
   named = _strategies(task.groups, learned)
   results = evaluate_strategies(batched_run, named, seeds)
   archive = archive_curves(config, task.groups, batched_run, chunk, keys["archive"])
@@ -238,6 +354,8 @@ def run_study(config: Mapping[str, Any], key: jax.Array,
            "test_loss_per_seed": result["test_loss"].tolist(),
            "test_accuracy": float(np.mean(result["test_accuracy"])),
            "test_accuracy_per_seed": result["test_accuracy"].tolist(),
+           "valid_loss": float(np.mean(result["valid_loss"])),
+           "valid_loss_per_seed": result["valid_loss"].tolist(),
            "final_train_loss": float(np.mean(result["curves"][:, -max(
                config["inner_steps"] // 10, 1):])),
            "d_optim": float(np.mean(d_scores)),
