@@ -150,7 +150,19 @@ def select_snapshot(next_logits: Callable, snapshots, prompts: jax.Array, key: j
     comparison = compare_to_front(records, point)
     candidates.append({**point, "margin": comparison["margin"],
                        "dominated_by": comparison["dominated_by"]})
-  # NaN margins (a diverged snapshot) are never chosen unless every margin is NaN.
-  margins = np.array([c["margin"] for c in candidates], dtype=np.float64)
-  chosen = int(np.argmax(np.where(np.isnan(margins), -np.inf, margins)))
-  return chosen, candidates
+  return best_margin_index([c["margin"] for c in candidates]), candidates
+
+
+def best_margin_index(margins: Sequence[float]) -> int:
+  """Return the index of the largest finite margin.
+
+  An infinite margin means the sampler's entropy lies beyond the most diverse
+  fixed-rule point, where the front is not measured, and a NaN margin comes from
+  a diverged sampler, so both rank below every finite margin. Without any finite
+  margin, +inf ranks first and NaN last.
+  """
+  margins = np.asarray(margins, dtype=np.float64)
+  finite = np.isfinite(margins)
+  if np.any(finite):
+    return int(np.argmax(np.where(finite, margins, -np.inf)))
+  return int(np.argmax(np.where(np.isnan(margins), -np.inf, margins)))

@@ -149,3 +149,10 @@ def test_select_snapshot_skips_noisy_logits():
   assert len(candidates) == 2
   assert candidates[1]["margin"] < candidates[0]["margin"] - 0.05
   assert candidates[1]["dominated_by"] > candidates[0]["dominated_by"]
+
+
+def test_best_margin_ranks_finite_first():
+  assert benchmark.best_margin_index([0.1, np.inf, np.nan, 0.2]) == 3
+  assert benchmark.best_margin_index([-0.5, np.inf, -0.1]) == 2
+  assert benchmark.best_margin_index([np.nan, np.inf]) == 1
+  assert benchmark.best_margin_index([np.nan, np.nan]) == 0
