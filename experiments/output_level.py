@@ -227,8 +227,8 @@ def run_hmm_sampling(config, seed: int, keys: dict, workdir: pathlib.Path) -> di
       steps=config.sampler.steps, batch_size=config.sampler.batch_size,
       estimator=config.sampler.estimator, loss=config.sampler.loss, g_tx=g_tx, d_tx=d_tx,
       snapshot_every=config.sampler.snapshot_every)
-  # The snapshot is chosen on validation draws: another sampling key, so other sequences
-  # than the test figures score, against a fixed-rule front drawn with that key.
+  # The snapshot is chosen on validation draws, made with another sampling key than the
+  # test figures, against a fixed-rule front swept with that key.
   valid_key = jax.random.fold_in(eval_key, VALIDATION_STREAM)
   chosen, candidates = sampling_benchmark.select_snapshot(
       next_logits, snapshots, prompts, valid_key, c.length, judge, corpus.vocab_size)
@@ -423,6 +423,11 @@ def sampling_markdown(name: str, result: dict, config, judge: str) -> str:
            "measurably beyond it); fixed-rule points that beat "
            f"G_sampler on both axes: {comparison['dominated_by']}. "
            f"**On or beyond the front: {comparison['on_or_beyond_front']}.**",
+           *([f"G_sampler is the snapshot after {result['selection']['chosen_step']} of "
+              f"{config.sampler.steps} steps, the one with the largest margin on validation "
+              "draws (another sampling key than the figures above)."]
+             if "selection" in result else
+             [f"G_sampler is the final snapshot after {config.sampler.char_steps} steps."]),
            f"The language itself (real sequences): quality {result['truth']['quality']:.4f}"
            + (f", entropy {result['truth']['entropy']:.4f}." if "entropy" in result["truth"]
               else "."), "",
