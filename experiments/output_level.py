@@ -64,6 +64,7 @@ SCHEMA = {
     "char.eval_prompts": core.IntRange(2),
     "sampler.steps": POSITIVE_INT,
     "sampler.char_steps": POSITIVE_INT,
+    "sampler.snapshot_every": POSITIVE_INT,
     "sampler.batch_size": core.IntRange(2),
     "sampler.estimator": core.OneOf(sampling.ESTIMATORS),
     "sampler.loss": core.OneOf(("non_saturating", "hinge", "wasserstein")),
@@ -82,11 +83,14 @@ SCHEMA = {
     "ensemble.char_widths": core.SequenceOf(POSITIVE_INT),
     "ensemble.char_student_width": POSITIVE_INT,
     "ensemble.distill_steps": POSITIVE_INT,
+    "ensemble.distill_eval_every": POSITIVE_INT,
     "ensemble.dirichlet_weight": core.FloatRange(0.0),
     "ensemble.adversarial_steps": core.IntRange(0),
     "ensemble.mimo_heads": POSITIVE_INT,
     "ensemble.mimo_steps": POSITIVE_INT,
 }
+# Folded into the test sampling key to make the key of the validation draws.
+VALIDATION_STREAM = 1
 # Characters scored per split when calibrating the character model.
 CHAR_CALIBRATION_POSITIONS = 4096
 
@@ -97,6 +101,15 @@ def validate_config(config) -> None:
   if len(set(config.seeds)) != len(config.seeds):
     raise core.ConfigError(f"Invalid config: seeds={tuple(config.seeds)} has repeated "
                            "values; expected distinct seeds.")
+  if config.sampler.steps % config.sampler.snapshot_every:
+    raise core.ConfigError(
+        f"Invalid config: sampler.snapshot_every={config.sampler.snapshot_every} does not "
+        f"divide sampler.steps={config.sampler.steps}; expected a divisor of it.")
+  if config.ensemble.distill_steps % config.ensemble.distill_eval_every:
+    raise core.ConfigError(
+        f"Invalid config: ensemble.distill_eval_every={config.ensemble.distill_eval_every} "
+        f"does not divide ensemble.distill_steps={config.ensemble.distill_steps}; expected a "
+        "divisor of it.")
 
 
 # --- Shared pieces: training with checkpoints, and cached parts --------------------------------
@@ -204,17 +217,30 @@ def run_hmm_sampling(config, seed: int, keys: dict, workdir: pathlib.Path) -> di
            "distinct_2": evaluation.distinct_ngrams(np.asarray(true_tokens), 2),
            "distinct_3": evaluation.distinct_ngrams(np.asarray(true_tokens), 3)}
 
+  # D_quality's real sequences are fresh draws of the language under the sampler's own key,
+  # independent of the test draws of `eval_key` and `keys["hmm_truth"]`.
   g_tx, d_tx = sampler_transforms(config)
-  g_params, history = sampling.train_sampler(
+  snapshots, history = sampling.train_sampler(
       next_logits, lambda key, size: jnp.full((size, task.context), task.bos, jnp.int32),
       lambda key, size: hmm.sample(corpus.hmm, key, size, c.length), keys["hmm_sampler"],
       vocab_size=corpus.vocab_size, input_vocab_size=corpus.vocab_size + 1, length=c.length,
       steps=config.sampler.steps, batch_size=config.sampler.batch_size,
-      estimator=config.sampler.estimator, loss=config.sampler.loss, g_tx=g_tx, d_tx=d_tx)
+      estimator=config.sampler.estimator, loss=config.sampler.loss, g_tx=g_tx, d_tx=d_tx,
+      snapshot_every=config.sampler.snapshot_every)
+  # The snapshot is chosen on validation draws, made with another sampling key than the
+  # test figures, against a fixed-rule front swept with that key.
+  valid_key = jax.random.fold_in(eval_key, VALIDATION_STREAM)
+  chosen, candidates = sampling_benchmark.select_snapshot(
+      next_logits, snapshots, prompts, valid_key, c.length, judge, corpus.vocab_size)
+  g_params = jax.tree.map(lambda leaf: leaf[chosen], snapshots)
   learned = sampling_benchmark.evaluate_learned(next_logits, g_params, prompts, eval_key,
                                                 c.length, judge)
+  every = config.sampler.snapshot_every
+  selection = {"chosen_step": (chosen + 1) * every,
+               "candidates": [{"step": (i + 1) * every, **r} for i, r in enumerate(candidates)]}
   return {"lm": lm_eval, "fixed": records, "learned": learned, "truth": truth,
           "comparison": sampling_benchmark.compare_to_front(records, learned),
+          "selection": selection,
           "gan_final": {k: float(np.mean(v[-20:])) for k, v in history.items()}}
 
 
@@ -254,11 +280,13 @@ def run_char_sampling(config, keys: dict, workdir: pathlib.Path) -> dict:
     return train[starts[:, None] + jnp.arange(length)[None, :]]
 
   g_tx, d_tx = sampler_transforms(config)
-  g_params, history = sampling.train_sampler(
+  # The character sampler keeps its final parameters; no snapshot is selected.
+  snapshots, history = sampling.train_sampler(
       next_logits, prompts_fn, real_fn, keys["char_sampler"],
       vocab_size=tasks.datasets.CHAR_VOCAB_SIZE, input_vocab_size=tasks.datasets.CHAR_VOCAB_SIZE,
       length=length, steps=config.sampler.char_steps, batch_size=config.sampler.batch_size,
       estimator=config.sampler.estimator, loss=config.sampler.loss, g_tx=g_tx, d_tx=d_tx)
+  g_params = jax.tree.map(lambda leaf: leaf[-1], snapshots)
   learned = sampling_benchmark.evaluate_learned(next_logits, g_params, prompts, eval_key, length,
                                                 judge)
   return {"lm": {k: float(v) for k, v in task.evaluate(params, "test").items()},
@@ -351,7 +379,8 @@ def run_ensemble(config, seed: int, key: jax.Array, data: str) -> dict:
   return ensemble_benchmark.run_problem(
       problem, spec, key, member_steps=c.member_steps, distill_steps=c.distill_steps,
       adversarial_steps=c.adversarial_steps, mimo_heads=c.mimo_heads, mimo_steps=c.mimo_steps,
-      dirichlet_weight=c.dirichlet_weight, tx=optax.adam(config.learning_rate))
+      dirichlet_weight=c.dirichlet_weight, tx=optax.adam(config.learning_rate),
+      distill_eval_every=c.distill_eval_every)
 
 
 def plot_ensemble(path: pathlib.Path, methods: dict, title: str) -> None:
@@ -394,6 +423,11 @@ def sampling_markdown(name: str, result: dict, config, judge: str) -> str:
            "measurably beyond it); fixed-rule points that beat "
            f"G_sampler on both axes: {comparison['dominated_by']}. "
            f"**On or beyond the front: {comparison['on_or_beyond_front']}.**",
+           *([f"G_sampler is the snapshot after {result['selection']['chosen_step']} of "
+              f"{config.sampler.steps} steps, the one with the largest margin on validation "
+              "draws (another sampling key than the figures above)."]
+             if "selection" in result else
+             [f"G_sampler is the final snapshot after {config.sampler.char_steps} steps."]),
            f"The language itself (real sequences): quality {result['truth']['quality']:.4f}"
            + (f", entropy {result['truth']['entropy']:.4f}." if "entropy" in result["truth"]
               else "."), "",

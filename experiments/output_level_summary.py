@@ -57,6 +57,10 @@ def summarize(per_seed: dict[int, dict]) -> dict:
           "dominated_by": aggregate([x["comparison"]["dominated_by"] for x in results]),
           "seeds_on_or_beyond_front": sum(bool(x["comparison"]["on_or_beyond_front"])
                                           for x in results),
+          "per_seed": [{"seed": seed, "margin": x["comparison"]["margin"],
+                        "dominated_by": x["comparison"]["dominated_by"],
+                        "chosen_step": x.get("selection", {}).get("chosen_step")}
+                       for seed, x in zip(per_seed, results)],
       }
 
   if all("calibration" in r for r in reports):
@@ -94,6 +98,11 @@ def summarize(per_seed: dict[int, dict]) -> dict:
           "seeds_meeting": {goal: sum(g[goal] for g in per_seed_goals)
                             for goal in per_seed_goals[0]},
           "test_set": results[0]["test_set"],
+          "per_seed": [{"seed": seed,
+                        **{m: x["results"][m]["nll"]
+                           for m in ("ensemble", "g_ensemble", "single_member", "mimo")},
+                        "best_distill_step": x.get("distill_validation", {}).get("best_step")}
+                       for seed, x in zip(per_seed, results)],
       }
   return summary
 
@@ -127,6 +136,12 @@ def summary_markdown(summary: dict) -> str:
                      ["language", "G_sampler entropy", "G_sampler quality",
                       "front quality there", "margin", "margin / stderr",
                       "fixed points dominating", "on or beyond front"], rows))
+    rows = [[language, r["seed"], r["margin"], r["dominated_by"], r["chosen_step"]]
+            for language, s in summary["sampling"].items() for r in s["per_seed"]]
+    parts.append("\nPer seed (chosen step: the G_sampler snapshot picked on validation draws; "
+                 "None where the final parameters are used):\n\n" + common.markdown_table(
+                     ["language", "seed", "margin", "fixed points dominating", "chosen step"],
+                     rows))
 
   if "calibration" in summary:
     parts.append("### Calibration\n")
@@ -160,4 +175,10 @@ def summary_markdown(summary: dict) -> str:
           f"{format_aggregate(s['cost_ratio']['xla_flops'])}, wall time "
           f"{format_aggregate(s['cost_ratio']['seconds'])}.**\n\n" + common.markdown_table(
               ["method", "NLL", "accuracy", "ECE (15 bins)"], rows))
+      rows = [[r["seed"], r["ensemble"], r["g_ensemble"], r["single_member"], r["mimo"],
+               r["best_distill_step"]] for r in s["per_seed"]]
+      parts.append(f"\n{data}, test NLL per seed (distillation step kept: lowest "
+                   "validation NLL):\n\n" + common.markdown_table(
+                       ["seed", "ensemble", "G_ensemble", "single member", "MIMO",
+                        "distillation step kept"], rows))
   return "\n".join(parts) + "\n"

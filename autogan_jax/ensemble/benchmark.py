@@ -100,6 +100,8 @@ class Problem:
     features: `features(x) -> float [B, F]`, D_ensemble's view of an input.
     mimo_x_train: MIMO's training inputs.
     mimo_y_train: MIMO's training labels.
+    x_valid: validation inputs, for early stopping of distillation.
+    y_valid: validation labels.
     x_test: test inputs.
     y_test: test labels.
     num_classes: classes (10 digits or 128 characters).
@@ -117,6 +119,8 @@ class Problem:
   features: Callable
   mimo_x_train: jax.Array
   mimo_y_train: jax.Array
+  x_valid: jax.Array
+  y_valid: jax.Array
   x_test: jax.Array
   y_test: jax.Array
   num_classes: int
@@ -138,6 +142,7 @@ def digits_problem(spec: population.EnsembleSpec, student_width: int, seed: int 
       name="digits", members=members, lr_scales=scales, student=student,
       draw_inputs=lambda key, size: distillation.augment_inputs(key, x_pool, size),
       features=lambda x: x, mimo_x_train=data.x_train, mimo_y_train=data.y_train,
+      x_valid=jnp.asarray(data.x_valid), y_valid=jnp.asarray(data.y_valid),
       x_test=jnp.asarray(data.x_test), y_test=jnp.asarray(data.y_test), num_classes=10,
       mimo_vocab_size=None,
       multiply_adds=lambda width, heads=1: mlp_multiply_adds(num_inputs * heads, width,
@@ -151,7 +156,8 @@ def char_problem(spec: population.EnsembleSpec, student_width: int, text: datase
   """Return the character problem: next-character prediction on the stdlib source.
 
   Members and G_ensemble are the one-hidden-layer character model. The test set
-  is `test_positions` evenly spaced positions of the test split. MIMO trains on
+  is `test_positions` evenly spaced positions of the test split, and the
+  validation set as many positions of the validation split. MIMO trains on
   up to `mimo_windows` evenly spaced windows of the train split, materialized
   once; the members draw their batches from every train position.
   """
@@ -171,13 +177,15 @@ def char_problem(spec: population.EnsembleSpec, student_width: int, text: datase
             jnp.asarray(stream[positions]))
 
   x_test, y_test = windows_at(text.test, test_positions)
+  x_valid, y_valid = windows_at(text.valid, test_positions)
   mimo_x, mimo_y = windows_at(text.train, mimo_windows)
   return Problem(
       name="stdlib_chars", members=members, lr_scales=scales, student=student,
       draw_inputs=lambda key, size: distillation.draw_token_windows(key, train, context, size,
                                                                     vocab),
       features=lambda x: jax.nn.one_hot(x, vocab).reshape(x.shape[0], -1),
-      mimo_x_train=mimo_x, mimo_y_train=mimo_y, x_test=x_test, y_test=y_test,
+      mimo_x_train=mimo_x, mimo_y_train=mimo_y, x_valid=x_valid, y_valid=y_valid,
+      x_test=x_test, y_test=y_test,
       num_classes=vocab, mimo_vocab_size=vocab,
       multiply_adds=lambda width, heads=1: char_multiply_adds(context, embed_dim, width, vocab,
                                                               heads),
@@ -187,8 +195,8 @@ def char_problem(spec: population.EnsembleSpec, student_width: int, text: datase
 def run_problem(problem: Problem, spec: population.EnsembleSpec, key: jax.Array, *,
                 member_steps: int, distill_steps: int, adversarial_steps: int,
                 mimo_heads: int, mimo_steps: int, dirichlet_weight: float = 0.1,
-                tx: optax.GradientTransformation | None = None, timing_repeats: int = 30
-                ) -> dict:
+                tx: optax.GradientTransformation | None = None, timing_repeats: int = 30,
+                distill_eval_every: int | None = None) -> dict:
   """Train the ensemble, MIMO and G_ensemble on `problem` and compare them on its test set.
 
   Args:
@@ -203,6 +211,9 @@ def run_problem(problem: Problem, spec: population.EnsembleSpec, key: jax.Array,
     dirichlet_weight: weight of the Dirichlet term in distillation.
     tx: update rule of the members, MIMO and distillation; defaults to `optax.adam(3e-3)`.
     timing_repeats: forward passes timed per predictor.
+    distill_eval_every: steps between checks of G_ensemble's NLL on the
+      validation split during distillation; the checked parameters with the
+      lowest NLL are kept. None keeps the final parameters.
 
   Returns:
     A dict of per-method test metrics, per-member metrics and the costs.
@@ -221,10 +232,16 @@ def run_problem(problem: Problem, spec: population.EnsembleSpec, key: jax.Array,
   def members_fn(x):
     return population.member_probs(members, member_params, x)
 
-  distilled, distill_losses = distillation.distill(
+  def valid_nll(params):
+    log_probs = jax.nn.log_softmax(student.apply(params, problem.x_valid))
+    return -jnp.mean(jnp.take_along_axis(log_probs, problem.y_valid[:, None], axis=-1))
+
+  distilled, distill_history = distillation.distill(
       student.apply, student.init(named["student"]), members_fn, None, named["distill"],
       steps=distill_steps, dirichlet_weight=dirichlet_weight, tx=tx,
-      draw_inputs=problem.draw_inputs)
+      draw_inputs=problem.draw_inputs,
+      valid_loss=valid_nll if distill_eval_every is not None else None,
+      eval_every=distill_eval_every)
   g_params = distilled
   adversarial_history = None
   if adversarial_steps > 0:
@@ -281,9 +298,14 @@ def run_problem(problem: Problem, spec: population.EnsembleSpec, key: jax.Array,
       "disagreement_correlation": disagreement_correlation,
       "member_widths": widths,
       "final_losses": {"members": np.asarray(member_losses[:, -50:].mean(1)).tolist(),
-                       "distill": float(np.mean(np.asarray(distill_losses[-50:]))),
+                       "distill": float(np.mean(np.asarray(distill_history["loss"][-50:]))),
                        "mimo": float(np.mean(np.asarray(mimo_losses[-50:])))},
       "adversarial_history": adversarial_history,
+      "distill_validation": {
+          "best_step": int(distill_history["best_step"]),
+          "valid_nll": np.asarray(distill_history["valid_loss"]).tolist(),
+          "g_ensemble_valid_nll": float(valid_nll(g_params)),
+          "ensemble_valid_nll": _metrics(ensemble_fn(problem.x_valid), problem.y_valid)["nll"]},
   }
 
 

@@ -91,8 +91,9 @@ def _smooth(probs: jax.Array) -> jax.Array:
 def distill(apply: Callable, init_params, members_fn: Callable, x_pool: jax.Array | None,
             key: jax.Array, *, steps: int = 3000, batch_size: int = 128,
             dirichlet_weight: float = 0.1, tx: optax.GradientTransformation | None = None,
-            draw_inputs: Callable | None = None):
-  """Fit G_ensemble to the ensemble by distillation (stage 1).
+            draw_inputs: Callable | None = None, valid_loss: Callable | None = None,
+            eval_every: int | None = None):
+  """Fit G_ensemble to the ensemble by distillation (stage 1), with early stopping.
 
   Args:
     apply: `apply(params, x) -> logits` of G_ensemble's network.
@@ -107,11 +108,24 @@ def distill(apply: Callable, init_params, members_fn: Callable, x_pool: jax.Arra
     tx: update rule; defaults to `optax.adam(3e-3)`.
     draw_inputs: `draw_inputs(key, batch_size) -> inputs`, replacing the
       image mixtures drawn from `x_pool`.
+    valid_loss: `valid_loss(params) -> scalar`, for example the NLL on a
+      validation split, computed every `eval_every` steps. The parameters with
+      the lowest value are returned. A NaN value never counts as lowest, and
+      when no check is finite the final parameters are returned, as with None.
+    eval_every: steps between validation checks; must divide `steps`. None
+      checks once, after the last step.
 
   Returns:
-    The parameters and the per-step losses.
+    The parameters and a history: `loss` per step, `valid_loss` per check
+    (zeros without `valid_loss`) and `best_step`, the step count of the
+    returned parameters.
   """
   validation.check("steps", steps, validation.IntRange(1))
+  eval_every = steps if eval_every is None else eval_every
+  validation.check("eval_every", eval_every, validation.IntRange(1, steps))
+  if steps % eval_every:
+    raise validation.ConfigError(
+        f"Invalid eval_every={eval_every}: it must divide steps={steps}.")
   validation.check("dirichlet_weight", dirichlet_weight, validation.FloatRange(0.0))
   tx = tx if tx is not None else optax.adam(3e-3)
   draw_inputs = _input_sampler(x_pool, draw_inputs)
@@ -131,9 +145,29 @@ def distill(apply: Callable, init_params, members_fn: Callable, x_pool: jax.Arra
     updates, opt_state = tx.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), loss
 
-  run = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), jnp.arange(steps)))
-  (params, _), losses = run(init_params)
-  return params, losses
+  def chunk(carry, start):
+    params, opt_state, best = carry
+    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state),
+                                               start + jnp.arange(eval_every))
+    score = jnp.asarray(valid_loss(params) if valid_loss is not None else 0.0, jnp.float32)
+    # Without a validation loss every check counts as better, so the final parameters win.
+    better = score < best[1] if valid_loss is not None else jnp.array(True)
+    best = jax.tree.map(lambda new, old: jnp.where(better, new, old),
+                        (params, score, start + eval_every), best)
+    return (params, opt_state, best), (losses, score)
+
+  def run(params):
+    best = (params, jnp.array(jnp.inf, jnp.float32), jnp.array(0, jnp.int32))
+    carry = (params, tx.init(params), best)
+    return jax.lax.scan(chunk, carry, jnp.arange(0, steps, eval_every))
+
+  (final_params, _, best), (losses, scores) = jax.jit(run)(init_params)
+  best_params, _, best_step = best
+  if int(best_step) == 0:
+    # No check gave a finite validation loss, so the final parameters are returned.
+    best_params, best_step = final_params, jnp.array(steps, jnp.int32)
+  history = {"loss": losses.reshape(steps), "valid_loss": scores, "best_step": best_step}
+  return best_params, history
 
 
 def _input_sampler(x_pool: jax.Array | None, draw_inputs: Callable | None) -> Callable:

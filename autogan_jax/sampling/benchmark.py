@@ -110,3 +110,59 @@ def compare_to_front(records: Sequence[Mapping[str, float]], point: Mapping[str,
   return {"front": [dict(records[i]) for i in front_index], "front_quality_at_entropy": at,
           "margin": point["quality"] - at, "dominated_by": dominating,
           "on_or_beyond_front": dominating == 0}
+
+
+def select_snapshot(next_logits: Callable, snapshots, prompts: jax.Array, key: jax.Array,
+                    length: int, judge: Judge, vocab_size: int) -> tuple[int, list[dict]]:
+  """Pick the G_sampler snapshot with the largest margin over the fixed rules' front.
+
+  The caller passes validation prompts and a validation key, both disjoint from
+  the ones the test figures use. The fixed rules are swept again with these
+  prompts and this key, so every candidate is compared with a front drawn under
+  the same conditions.
+
+  Args:
+    next_logits: the language model, windows [N, C] to logits [N, V].
+    snapshots: G_sampler parameters stacked on a leading axis [S, ...].
+    prompts: validation starting windows [N, C].
+    key: validation sampling key.
+    length: tokens generated per sequence.
+    judge: the quality judge.
+    vocab_size: V, which bounds top-k.
+
+  Returns:
+    The index of the chosen snapshot and one record per snapshot with its
+    validation figures and margin.
+  """
+  records = sweep_fixed_rules(next_logits, prompts, key, length, judge, vocab_size)
+  count = jax.tree.leaves(snapshots)[0].shape[0]
+
+  @jax.jit
+  def generate(g_params):
+    state = learned.initial_state(g_params, prompts.shape[0])
+    return decoding.generate(next_logits, learned.make_transform(g_params, length), key,
+                             prompts, length, initial_state=state)
+
+  candidates = []
+  for index in range(count):
+    out = generate(jax.tree.map(lambda leaf, i=index: jnp.asarray(leaf[i]), snapshots))
+    point = _summarize(out, prompts, judge)
+    comparison = compare_to_front(records, point)
+    candidates.append({**point, "margin": comparison["margin"],
+                       "dominated_by": comparison["dominated_by"]})
+  return best_margin_index([c["margin"] for c in candidates]), candidates
+
+
+def best_margin_index(margins: Sequence[float]) -> int:
+  """Return the index of the largest finite margin.
+
+  An infinite margin means the sampler's entropy lies beyond the most diverse
+  fixed-rule point, where the front is not measured, and a NaN margin comes from
+  a diverged sampler, so both rank below every finite margin. Without any finite
+  margin, +inf ranks first and NaN last.
+  """
+  margins = np.asarray(margins, dtype=np.float64)
+  finite = np.isfinite(margins)
+  if np.any(finite):
+    return int(np.argmax(np.where(finite, margins, -np.inf)))
+  return int(np.argmax(np.where(np.isnan(margins), -np.inf, margins)))

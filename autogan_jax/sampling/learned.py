@@ -124,8 +124,9 @@ def train_sampler(next_logits: Callable, prompts_fn: Callable, real_fn: Callable
                   steps: int = 500, batch_size: int = 64, estimator: str = "straight_through",
                   loss: str = "non_saturating", d_steps: int = 1,
                   g_tx: optax.GradientTransformation | None = None,
-                  d_tx: optax.GradientTransformation | None = None):
-  """Train G_sampler against D_quality.
+                  d_tx: optax.GradientTransformation | None = None,
+                  snapshot_every: int | None = None):
+  """Train G_sampler against D_quality, keeping its parameters every `snapshot_every` steps.
 
   Args:
     next_logits: the language model, integer windows [B, C] to logits [B, V].
@@ -142,14 +143,23 @@ def train_sampler(next_logits: Callable, prompts_fn: Callable, real_fn: Callable
     d_steps: D updates per G update.
     g_tx: G_sampler's update rule; defaults to `optax.adam(1e-3)`.
     d_tx: D_quality's update rule; defaults to `optax.adam(1e-3)`.
+    snapshot_every: steps between kept copies of G_sampler's parameters; must
+      divide `steps`. None keeps only the final parameters.
 
   Returns:
-    G_sampler's parameters and the per-step GAN metrics.
+    G_sampler's parameters after each `snapshot_every` steps, stacked on a
+    leading axis of size `steps // snapshot_every` (size 1, the final
+    parameters, when `snapshot_every` is None), and the per-step GAN metrics.
   """
   validation.check_choice("estimator", estimator, ESTIMATORS)
   validation.check("steps", steps, validation.IntRange(1))
   validation.check("batch_size", batch_size, validation.IntRange(2))
   validation.check("length", length, validation.IntRange(1))
+  snapshot_every = steps if snapshot_every is None else snapshot_every
+  validation.check("snapshot_every", snapshot_every, validation.IntRange(1, steps))
+  if steps % snapshot_every:
+    raise validation.ConfigError(f"Invalid snapshot_every={snapshot_every}: it must divide "
+                     f"steps={steps}.")
   g_tx = g_tx if g_tx is not None else optax.adam(1e-3)
   d_tx = d_tx if d_tx is not None else optax.adam(1e-3)
   named = keys_lib.split_named(keys_lib.as_key(key), ("generator", "discriminator", "train"))
@@ -175,5 +185,11 @@ def train_sampler(next_logits: Callable, prompts_fn: Callable, real_fn: Callable
     real = jax.nn.one_hot(real_fn(k_real, batch_size), vocab_size)
     return step_fn(state, real, k_step)
 
-  state, history = jax.jit(lambda s: jax.lax.scan(body, s, jnp.arange(steps)))(state)
-  return jax.device_get(state.g_params), jax.tree.map(np.asarray, history)
+  def chunk(state, start):
+    state, history = jax.lax.scan(body, state, start + jnp.arange(snapshot_every))
+    return state, (state.g_params, history)
+
+  starts = jnp.arange(0, steps, snapshot_every)
+  _, (snapshots, history) = jax.jit(lambda s: jax.lax.scan(chunk, s, starts))(state)
+  history = jax.tree.map(lambda leaf: np.asarray(leaf).reshape(steps, *leaf.shape[2:]), history)
+  return jax.device_get(snapshots), history

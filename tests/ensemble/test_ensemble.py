@@ -150,3 +150,48 @@ def test_char_members_differ_in_width_and_order():
   windows = jnp.asarray(text.test[:16 * 5]).reshape(5, 16)
   probs = ensemble.member_probs(tasks, params, windows)
   assert probs.shape == (3, 5, 128)
+
+
+def distill_linear(valid_loss, eval_every=5):
+  """Distill a fixed linear "ensemble" of 2 members into a linear student for 20 steps."""
+  x = jax.random.normal(jax.random.key(0), (32, 3))
+  teachers = jax.random.normal(jax.random.key(1), (2, 3, 4))
+
+  def apply(params, inputs):
+    return inputs @ params
+
+  def members_fn(inputs):
+    return jax.nn.softmax(jnp.einsum("nd,mdk->mnk", inputs, teachers), axis=-1)
+
+  init = jnp.zeros((3, 4))
+  return init, ensemble.distill(apply, init, members_fn, None, jax.random.key(2), steps=20,
+                                batch_size=8, draw_inputs=lambda key, size: x[:size],
+                                valid_loss=valid_loss, eval_every=eval_every)
+
+
+def test_distill_keeps_lowest_validation_loss():
+  # A validation loss that grows with the distance from the start is lowest at the first check.
+  init, (params, history) = distill_linear(lambda p: jnp.sum(jnp.square(p)))
+  assert history["valid_loss"].shape == (4,)
+  assert history["loss"].shape == (20,)
+  assert int(history["best_step"]) == 5
+  assert np.all(np.diff(history["valid_loss"]) > 0)
+  np.testing.assert_allclose(float(jnp.sum(jnp.square(params))), history["valid_loss"][0],
+                             rtol=1e-5)
+  # Its negative is lowest at the last check, which returns the final parameters.
+  _, (last, history) = distill_linear(lambda p: -jnp.sum(jnp.square(p)))
+  assert int(history["best_step"]) == 20
+  assert float(jnp.sum(jnp.square(last))) > float(jnp.sum(jnp.square(params)))
+
+
+def test_distill_with_nan_validation_returns_final():
+  init, (params, history) = distill_linear(lambda p: jnp.float32(jnp.nan))
+  _, (final, _) = distill_linear(None)
+  assert int(history["best_step"]) == 20
+  assert float(jnp.max(jnp.abs(params - init))) > 0.0
+  np.testing.assert_allclose(np.asarray(params), np.asarray(final), rtol=1e-6)
+
+
+def test_distill_rejects_check_interval_not_dividing_steps():
+  with pytest.raises(ConfigError, match="eval_every=3"):
+    distill_linear(None, eval_every=3)

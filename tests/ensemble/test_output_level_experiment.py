@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from autogan_jax.core import ConfigError
@@ -46,6 +47,11 @@ def test_smoke_run_writes_report_and_resumes(tmp_path):
   hmm_result = saved["sampling"]["hmm"]
   assert len(hmm_result["fixed"]) >= 7
   assert hmm_result["comparison"]["front"]
+  # The smoke preset keeps G_sampler every 2 of 4 steps and picks one snapshot on validation.
+  selection = hmm_result["selection"]
+  assert [c["step"] for c in selection["candidates"]] == [2, 4]
+  assert selection["chosen_step"] == max(selection["candidates"],
+                                         key=lambda c: c["margin"])["step"]
   for data in ("digits", "stdlib_chars"):
     methods = saved["calibration"][data]["metrics"]
     assert set(methods) == {"uncalibrated", "temperature", "vector", "histogram", "isotonic",
@@ -57,6 +63,9 @@ def test_smoke_run_writes_report_and_resumes(tmp_path):
     assert set(result["results"]) == {"ensemble", "g_ensemble", "g_ensemble_distilled_only",
                                       "mimo", "single_member", "member_mean"}
     assert 0.0 < result["cost_ratios"]["g_ensemble"]["multiply_adds"] < 1.0
+    early_stopping = result["distill_validation"]
+    assert len(early_stopping["valid_nll"]) == 2
+    assert early_stopping["best_step"] == 10 * (1 + int(np.argmin(early_stopping["valid_nll"])))
   # The character model predicts one of 128 characters, so its NLL scale differs from digits.
   assert saved["ensemble"]["stdlib_chars"]["results"]["ensemble"]["nll"] > 0.0
   assert saved["summary"]["runs"] == 1

@@ -40,12 +40,22 @@ def test_train_sampler_updates_generator(estimator):
   def next_logits(windows):
     return table[windows[:, -1]]
 
-  g_params, history = sampling.train_sampler(
+  snapshots, history = sampling.train_sampler(
       next_logits, lambda key, size: jnp.full((size, 1), 5, jnp.int32),
       lambda key, size: hmm.sample(corpus.hmm, key, size, 6), jax.random.key(2),
-      vocab_size=5, input_vocab_size=6, length=6, steps=3, batch_size=4, estimator=estimator)
+      vocab_size=5, input_vocab_size=6, length=6, steps=4, batch_size=4, estimator=estimator,
+      snapshot_every=2)
   assert all(np.all(np.isfinite(v)) for v in history.values())
-  assert float(np.max(np.abs(g_params["w2"]))) > 0.0
+  assert all(v.shape == (4,) for v in history.values())
+  assert snapshots["w2"].shape[0] == 2
+  assert float(np.max(np.abs(snapshots["w2"][-1]))) > 0.0
+  assert float(np.max(np.abs(snapshots["w2"][1] - snapshots["w2"][0]))) > 0.0
+
+
+def test_snapshot_interval_must_divide_steps():
+  with pytest.raises(ConfigError, match="snapshot_every=3"):
+    sampling.train_sampler(None, None, None, jax.random.key(0), vocab_size=2,
+                           input_vocab_size=3, length=2, steps=4, snapshot_every=3)
 
 
 def test_train_sampler_rejects_unknown_estimator():
@@ -114,3 +124,35 @@ def test_sweep_scores_every_setting_with_exact_likelihood():
   # Top-k 5 over a vocabulary of 5 is ancestral sampling, the same as temperature 1.
   assert by_setting[("top_k", 5.0)]["quality"] == pytest.approx(
       by_setting[("temperature", 1.0)]["quality"], abs=1e-5)
+
+
+def test_select_snapshot_skips_noisy_logits():
+  corpus = hmm.load_hmm_corpus(seed=2, num_states=3, vocab_size=5, length=6, num_train=16,
+                               num_eval=8)
+  table = jax.random.normal(jax.random.key(0), (6, 5))
+
+  def next_logits(windows):
+    return table[windows[:, -1]]
+
+  def judge(_, tokens):
+    return np.asarray(hmm.log_likelihood(corpus.hmm, jnp.asarray(tokens))) / 6
+
+  # Snapshot 0 is ancestral sampling, the same draws as the temperature-1 rule.
+  # Snapshot 1 adds large random token offsets, which lowers quality at its entropy.
+  ancestral = learned.init_generator(jax.random.key(3), 5, 6)
+  noisy = dict(ancestral, w2=8.0 * jax.random.normal(jax.random.key(4), ancestral["w2"].shape))
+  snapshots = jax.tree.map(lambda a, b: jnp.stack([a, b]), ancestral, noisy)
+  prompts = jnp.full((64, 1), 5, jnp.int32)
+  chosen, candidates = benchmark.select_snapshot(next_logits, snapshots, prompts,
+                                                 jax.random.key(5), 6, judge, 5)
+  assert chosen == 0
+  assert len(candidates) == 2
+  assert candidates[1]["margin"] < candidates[0]["margin"] - 0.05
+  assert candidates[1]["dominated_by"] > candidates[0]["dominated_by"]
+
+
+def test_best_margin_ranks_finite_first():
+  assert benchmark.best_margin_index([0.1, np.inf, np.nan, 0.2]) == 3
+  assert benchmark.best_margin_index([-0.5, np.inf, -0.1]) == 2
+  assert benchmark.best_margin_index([np.nan, np.inf]) == 1
+  assert benchmark.best_margin_index([np.nan, np.nan]) == 0
