@@ -307,6 +307,7 @@ class SelfReferenceState:
     calm_blocks: consecutive blocks whose probe residual stayed under tolerance.
     block: blocks done.
     reverts: times a rule went back to its best validated meta-parameters.
+    coordinates: the units in which each rule sees its meta-parameters.
   """
 
   train: meta.MetaTrainState
@@ -314,6 +315,7 @@ class SelfReferenceState:
   calm_blocks: jax.Array
   block: jax.Array
   reverts: jax.Array
+  coordinates: meta.SelfCoordinates
 
 
 def self_rule_hyperparams(config) -> optim.RuleHyperparams:
@@ -323,15 +325,18 @@ def self_rule_hyperparams(config) -> optim.RuleHyperparams:
 
 
 def make_self_block(trainer: meta.TruncatedTrainer, length: int):
-  """Return `block(state, rule_hyper, hyper, self_hyper, key)`: `length` self-steps of every rule."""
+  """Return `block(train, rule_hyper, hyper, self_hyper, coordinates, key)`.
 
-  def block(train, rule_hyper, hyper, self_hyper, key):
+  It takes `length` self-referential meta-steps of every rule, vmapped over the rules.
+  """
+
+  def block(train, rule_hyper, hyper, self_hyper, coordinates, key):
 
     def body(train, index):
       size = train.step.shape[0]
       keys = jax.random.split(jax.random.fold_in(key, index), size)
-      return jax.vmap(trainer.step, in_axes=(0, None, None, 0, None))(
-          train, rule_hyper, hyper, keys, self_hyper)
+      return jax.vmap(trainer.step, in_axes=(0, None, None, 0, None, 0))(
+          train, rule_hyper, hyper, keys, self_hyper, coordinates)
 
     return jax.lax.scan(body, train, jnp.arange(length))
 
@@ -369,7 +374,10 @@ def run_self_reference(workdir, config, tools: Tools, start_params, metrics_log:
   train = jax.vmap(meta.keep_best)(train, tools.scores(start_params))
   state = SelfReferenceState(train=train, previous_params=start_params,
                              calm_blocks=jnp.zeros((), jnp.int32), block=jnp.zeros((), jnp.int32),
-                             reverts=jnp.zeros((), jnp.int32))
+                             reverts=jnp.zeros((), jnp.int32),
+                             coordinates=meta.SelfCoordinates(
+                                 center=start_params,
+                                 scale=jnp.full((size,), c.coordinate_scale, jnp.float32)))
 
   checkpointer = RunCheckpointer(workdir / "checkpoints" / "self_reference")
   latest = checkpointer.latest_step()
@@ -391,7 +399,7 @@ def run_self_reference(workdir, config, tools: Tools, start_params, metrics_log:
   for index in range(start, blocks):
     before = state.train.meta_params
     train, metrics = block_fn(state.train, tools.rule_hyper, hyper, self_hyper,
-                              jax.random.fold_in(run_key, index))
+                              state.coordinates, jax.random.fold_in(run_key, index))
     scores = tools.scores(train.meta_params)
     train = keep_best(train, scores)
     param_residual = _relative_change(_flat(train.meta_params), _flat(before))
@@ -410,7 +418,8 @@ def run_self_reference(workdir, config, tools: Tools, start_params, metrics_log:
     state = SelfReferenceState(
         train=train, previous_params=before,
         calm_blocks=jnp.where(calm, state.calm_blocks + 1, 0).astype(jnp.int32),
-        block=jnp.asarray(index + 1, jnp.int32), reverts=state.reverts + int(worse.sum()))
+        block=jnp.asarray(index + 1, jnp.int32), reverts=state.reverts + int(worse.sum()),
+        coordinates=state.coordinates)
     done = (index + 1) * c.block_steps
     metrics = jax.device_get(metrics)
     record = {

@@ -100,6 +100,31 @@ class MetaTrainState:
   best_step: jax.Array
 
 
+@struct.dataclass
+class SelfCoordinates:
+  """The units in which a rule sees its own meta-parameters when it updates them.
+
+  The rule updates local coordinates `phi = (theta - center) / scale`, with
+  gradient `scale * dL/dtheta`, and its update `u` moves theta by `scale * u`.
+  This is a fixed change of units, not an optimizer: the rule's own update
+  still decides every step. It lets a rule whose step size suits the
+  parameters of small networks act on meta-parameters, which need smaller
+  steps; `center` starts phi at zero, as a fresh network's parameters start
+  near zero.
+  """
+
+  center: PyTree
+  scale: jax.Array
+
+  @classmethod
+  def identity(cls, like: PyTree) -> "SelfCoordinates":
+    return cls(center=jax.tree.map(jnp.zeros_like, like), scale=jnp.ones((), jnp.float32))
+
+  def to_local(self, theta: PyTree, grads: PyTree) -> tuple[PyTree, PyTree]:
+    local = jax.tree.map(lambda t, c: (t - c) / self.scale, theta, self.center)
+    return local, jax.tree.map(lambda g: self.scale * g, grads)
+
+
 def meta_optimizer(hyper: MetaHyperparams) -> optax.GradientTransformation:
   """Adam on the clipped meta-gradient; the hyperparameters may be traced."""
   return optax.chain(optax.clip_by_global_norm(hyper.clip_norm), optax.scale_by_adam(),
@@ -172,13 +197,15 @@ class TruncatedTrainer:
 
   def apply_meta_gradients(self, state: MetaTrainState, grads: PyTree, healthy: jax.Array,
                            hyper: MetaHyperparams,
-                           self_rule_hyper: learned.RuleHyperparams | None = None):
+                           self_rule_hyper: learned.RuleHyperparams | None = None,
+                           self_coordinates: SelfCoordinates | None = None):
     """Average the per-run meta-gradients of healthy active runs and take one meta-update.
 
     Without `self_rule_hyper` the update is Adam on the clipped mean. With it,
     the learned rule set by the current meta-parameters updates those same
     meta-parameters, `update(meta_grads, state, meta_params)`, and no other
-    optimizer takes part.
+    optimizer takes part. `self_coordinates` lets the rule see its
+    meta-parameters in shifted and scaled units (see `SelfCoordinates`).
 
     Returns:
       `(meta_params, meta_opt_state, mean_grads, used)`, where `used` marks the
@@ -194,10 +221,14 @@ class TruncatedTrainer:
 
     mean_grads = jax.tree.map(weighted_mean, grads)
     if self_rule_hyper is None:
-      meta_tx = meta_optimizer(hyper)
+      updates, meta_opt_state = meta_optimizer(hyper).update(mean_grads, state.meta_opt_state,
+                                                             state.meta_params)
     else:
-      meta_tx = learned.learned_optimizer(state.meta_params, self_rule_hyper)
-    updates, meta_opt_state = meta_tx.update(mean_grads, state.meta_opt_state, state.meta_params)
+      coords = self_coordinates or SelfCoordinates.identity(state.meta_params)
+      rule = learned.learned_optimizer(state.meta_params, self_rule_hyper)
+      local, local_grads = coords.to_local(state.meta_params, mean_grads)
+      local_updates, meta_opt_state = rule.update(local_grads, state.meta_opt_state, local)
+      updates = jax.tree.map(lambda u: coords.scale * u, local_updates)
     new_params = optax.apply_updates(state.meta_params, updates)
     ok = (num_used > 0) & tree_lib.all_finite(new_params)
     meta_params = tree_lib.select(ok, new_params, state.meta_params)
@@ -206,7 +237,8 @@ class TruncatedTrainer:
 
   def step(self, state: MetaTrainState, rule_hyper: learned.RuleHyperparams,
            hyper: MetaHyperparams, key: jax.Array,
-           self_rule_hyper: learned.RuleHyperparams | None = None):
+           self_rule_hyper: learned.RuleHyperparams | None = None,
+           self_coordinates: SelfCoordinates | None = None):
     """Take one meta-step; return the new state and a dict of scalar metrics.
 
     `self_rule_hyper` makes the step self-referential (see
@@ -225,7 +257,7 @@ class TruncatedTrainer:
         grads, new_runs)
     healthy = healthy & jnp.isfinite(losses)
     meta_params, meta_opt_state, mean_grads, used = self.apply_meta_gradients(
-        state, grads, healthy, hyper, self_rule_hyper)
+        state, grads, healthy, hyper, self_rule_hyper, self_coordinates)
 
     # A quarantined run is marked finished so that it restarts on the next step.
     restart = runs.replace(step=jnp.full_like(runs.step, hyper.horizon))

@@ -48,10 +48,12 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   # `block_steps`; the phase stops when the probe residual of every rule stays
   # under `tolerance` for `patience` blocks, or after `steps` meta-steps. A rule
   # whose validation score falls more than `revert_margin` behind its best
-  # returns to its best meta-parameters.
+  # returns to its best meta-parameters. Each rule sees its meta-parameters in
+  # units of `coordinate_scale`, centred on where phase 3 starts, so that its
+  # own step size, tuned for network weights, moves them by that fraction.
   config.self_reference = ml_collections.ConfigDict({
       "members": 2, "steps": 200, "block_steps": 20, "tolerance": 0.01, "patience": 2,
-      "num_tasks": 8, "revert_margin": 0.05,
+      "num_tasks": 8, "revert_margin": 0.05, "coordinate_scale": 0.1,
   })
   config.eval = ml_collections.ConfigDict({
       "digits_steps": 300, "char_steps": 600, "eval_every": 10, "seeds": (0, 1, 2),
@@ -138,6 +140,7 @@ SCHEMA = {
     "self_reference.patience": v.IntRange(1),
     "self_reference.num_tasks": v.IntRange(1),
     "self_reference.revert_margin": v.FloatRange(0.0),
+    "self_reference.coordinate_scale": v.FloatRange(0.0, low_inclusive=False),
     "eval.digits_steps": v.IntRange(1),
     "eval.char_steps": v.IntRange(1),
     "eval.eval_every": v.IntRange(1),

@@ -175,3 +175,14 @@ def test_self_reference_needs_no_hand_written_optimizer(monkeypatch):
                                rtol=1e-4, atol=1e-7, err_msg=name)
   assert isinstance(first.meta_opt_state, optim.LearnedRuleState)
   assert int(first.meta_opt_state.count) == 1
+
+  # In scaled units centred on the start, the rule sees zero parameters and scaled
+  # gradients, and its update moves the meta-parameters by the scale times itself.
+  coords = meta.SelfCoordinates(center=start, scale=jnp.float32(0.1))
+  scaled, _ = jax.jit(lambda s, k: trainer.step(s, RULE_HYPER, hyper, k, self_hyper, coords))(
+      state, jax.random.key(1))
+  zeros = jax.tree.map(jnp.zeros_like, start)
+  local, _ = rule.update(jax.tree.map(lambda g: 0.1 * g, mean), state.meta_opt_state, zeros)
+  for name in start:
+    np.testing.assert_allclose(scaled.meta_params[name] - start[name], 0.1 * local[name],
+                               rtol=1e-4, atol=1e-7, err_msg=name)
