@@ -81,7 +81,7 @@ def compare(g_star_params, seeds, member_steps: int, calibration_steps: int) -> 
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-  """Mean of every figure over seeds, per rule."""
+  """Return the mean of every figure over seeds, per rule."""
   rows = []
   for rule in dict.fromkeys(r["rule"] for r in records):
     group = [r for r in records if r["rule"] == rule]

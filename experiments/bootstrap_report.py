@@ -271,7 +271,7 @@ def write(workdir: pathlib.Path, config, records: list[dict[str, Any]],
       "## Phase 3: self-reference", "",
       f"The best {c3.members} rules of phase 2 each update their own meta-parameters with their "
       f"own update, in blocks of {c3.block_steps} meta-steps ({c3.num_tasks} tasks each), up "
-      f"to {c3.steps} steps. Each rule sees its meta-parameters in units of "
+      f"to {c3.steps} steps. Each rule reads its meta-parameters in units of "
       f"{c3.coordinate_scale}, centred on where the phase starts (a fixed change of units, so "
       "its own step size moves them by that fraction); otherwise its update is applied as it "
       "is. The residual is the relative change over a block of the rule's "

@@ -102,7 +102,7 @@ class MetaTrainState:
 
 @struct.dataclass
 class SelfCoordinates:
-  """The units in which a rule sees its own meta-parameters when it updates them.
+  """The units in which a rule reads its own meta-parameters when it updates them.
 
   The rule updates local coordinates `phi = (theta - center) / scale`, with
   gradient `scale * dL/dtheta`, and its update `u` moves theta by `scale * u`.

@@ -48,7 +48,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   # `block_steps`; the phase stops when the probe residual of every rule stays
   # under `tolerance` for `patience` blocks, or after `steps` meta-steps. A rule
   # whose validation score falls more than `revert_margin` behind its best
-  # returns to its best meta-parameters. Each rule sees its meta-parameters in
+  # returns to its best meta-parameters. Each rule reads its meta-parameters in
   # units of `coordinate_scale`, centred on where phase 3 starts, so that its
   # own step size, tuned for network weights, moves them by that fraction.
   config.self_reference = ml_collections.ConfigDict({
