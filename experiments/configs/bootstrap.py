@@ -32,14 +32,14 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   config.meta = ml_collections.ConfigDict({
       "num_tasks": 8, "unroll_length": 20, "horizon": 300,
       "learning_rate": 3e-4, "clip_norm": 1.0, "loss_floor": 0.01, "valid_weight": 0.5,
-      "validation_tasks": 4,
+      "validation_tasks": 8,
   })
   # Phase 2. Each generation meta-trains every member for `segment_steps` meta-steps;
   # the worst `exploit_fraction` then copy the best and are perturbed by
   # `perturb_scale` (times `diversity_boost` while the probe diversity is under
   # `diversity_floor`).
   config.population = ml_collections.ConfigDict({
-      "size": 4, "generations": 5, "segment_steps": 60, "exploit_fraction": 0.25,
+      "size": 6, "generations": 10, "segment_steps": 60, "exploit_fraction": 0.34,
       "perturb_scale": 0.1, "diversity_floor": 0.05, "diversity_boost": 3.0,
       "es_sigma": 0.01, "g_learning_rate": 0.1, "d_steps": 100, "d_learning_rate": 3e-3,
       "d_weight": 0.5, "top_fraction": 0.5, "estimators": ("tbptt", "es", "pes"),
@@ -52,7 +52,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   # units of `coordinate_scale`, centred on where phase 3 starts, so that its
   # own step size, tuned for network weights, moves them by that fraction.
   config.self_reference = ml_collections.ConfigDict({
-      "members": 2, "steps": 200, "block_steps": 20, "tolerance": 0.01, "patience": 2,
+      "members": 2, "steps": 300, "block_steps": 20, "tolerance": 0.01, "patience": 2,
       "num_tasks": 8, "revert_margin": 0.05, "coordinate_scale": 0.1,
   })
   config.eval = ml_collections.ConfigDict({
