@@ -200,7 +200,11 @@ def main(argv):
   except ValueError as error:
     raise app.UsageError(str(error)) from None
   workdir = common.prepare_workdir(_WORKDIR.value)
-  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+  try:
+    common.check_workdir_config(workdir, config,
+                                may_differ=("log_every_s", "checkpoint_every", "eval.enabled"))
+  except ValueError as error:
+    raise app.UsageError(str(error)) from None
   logging.info("Bootstrap run in %s with preset %s on %s.", workdir, config.preset,
                jax.default_backend())
 

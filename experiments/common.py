@@ -127,6 +127,37 @@ class MetricsLog:
     self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  flat = {}
+  for name, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f"{prefix}{name}."))
+    else:
+      flat[f"{prefix}{name}"] = value
+  return flat
+
+
+def check_workdir_config(workdir: pathlib.Path, config, may_differ: tuple[str, ...] = ()) -> None:
+  """Write config.json, or raise ValueError when the workdir holds a run of another config.
+
+  Checkpoints of another config would resume into the wrong run, so the
+  workdir must be new or hold a run of the same config. Fields named in
+  `may_differ` (logging and checkpoint cadence, say) do not count.
+  """
+  path = workdir / "config.json"
+  current = _flatten(json.loads(config.to_json_best_effort()))
+  if path.exists():
+    saved = _flatten(json.loads(path.read_text()))
+    changed = sorted(k for k in set(saved) | set(current)
+                     if saved.get(k) != current.get(k) and k not in may_differ)
+    if changed:
+      raise ValueError(
+          f"Invalid --workdir {workdir}: it contains a run of another config (fields that "
+          f"differ: {', '.join(changed)}). Use a new --workdir, or delete that folder to start "
+          "over.")
+  path.write_text(config.to_json_best_effort(indent=2) + "\n")
+
+
 class PhaseClock:
   """Wall-clock and process CPU seconds of each phase of a run, in this process."""
 

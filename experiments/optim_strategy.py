@@ -18,7 +18,6 @@ rejected.
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import jax
@@ -170,36 +169,6 @@ def markdown(report: dict) -> str:
   return "\n".join(lines)
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-  flat = {}
-  for name, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f"{prefix}{name}."))
-    else:
-      flat[f"{prefix}{name}"] = value
-  return flat
-
-
-def check_workdir_config(workdir: pathlib.Path, config) -> None:
-  """Write config.json, or reject a workdir whose saved config differs from `config`.
-
-  Checkpoints of another config would resume into the wrong run, so the
-  workdir must be new or hold a run of the same config.
-  """
-  path = workdir / "config.json"
-  current = json.loads(config.to_json_best_effort())
-  if path.exists():
-    saved = json.loads(path.read_text())
-    if saved != current:
-      saved, current = _flatten(saved), _flatten(current)
-      changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-      raise app.UsageError(
-          f"Invalid --workdir {workdir}: it contains a run of another config (fields that differ: "
-          f"{', '.join(changed)}). Use a new --workdir, or delete that folder to start over.")
-    return
-  path.write_text(json.dumps(current, indent=2) + "\n")
-
-
 def main(argv):
   del argv
   config = _CONFIG.value
@@ -207,7 +176,10 @@ def main(argv):
   optim_strategy_config.check_relations(config)
   common.quiet_library_logs()
   workdir = common.prepare_workdir(_WORKDIR.value)
-  check_workdir_config(workdir, config)
+  try:
+    common.check_workdir_config(workdir, config)
+  except ValueError as error:
+    raise app.UsageError(str(error)) from None
   metrics = common.MetricsLog(workdir)
   # The evaluation is recomputed on every run, so its earlier records go.
   metrics.truncate_after("evaluate", -1)

@@ -158,6 +158,14 @@ def test_sigkill_during_exploration_then_resume_matches(smoke_workdir, tmp_path)
   assert _exploration_records(tmp_path) == _exploration_records(smoke_workdir)
 
 
+def test_rerun_with_other_config_is_rejected(smoke_workdir):
+  before = (smoke_workdir / "config.json").read_text()
+  result = _run([f"--workdir={smoke_workdir}", SMOKE, "--config.seed=7"], timeout=120)
+  assert result.returncode != 0
+  assert "fields that differ: seed" in result.stderr
+  assert (smoke_workdir / "config.json").read_text() == before
+
+
 def test_invalid_config_fails_before_compute(tmp_path):
   result = _run([f"--workdir={tmp_path}", SMOKE, "--config.meta.unroll_length=-5"],
                 timeout=120)
