@@ -138,7 +138,7 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def check_workdir_config(workdir: pathlib.Path, config, may_differ: tuple[str, ...] = ()) -> None:
-  """Write config.json, or raise ValueError when the workdir holds a run of another config.
+  """Write config.json, or raise ValueError when the workdir contains a run of another config.
 
   Checkpoints of another config would resume into the wrong run, so the
   workdir must be new or hold a run of the same config. Fields named in
