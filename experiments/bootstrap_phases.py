@@ -307,7 +307,7 @@ class SelfReferenceState:
     calm_blocks: consecutive blocks whose probe residual stayed under tolerance.
     block: blocks done.
     reverts: times a rule went back to its best validated meta-parameters.
-    coordinates: the units in which each rule sees its meta-parameters.
+    coordinates: the units in which each rule reads its meta-parameters.
   """
 
   train: meta.MetaTrainState

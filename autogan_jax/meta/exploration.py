@@ -43,7 +43,7 @@ class MemberState:
   """The meta-training state of one member, for every estimator it may be given.
 
   Attributes:
-    train: truncated backpropagation's state; it also holds the meta-parameters,
+    train: truncated backpropagation's state; it also contains the meta-parameters,
       the meta-optimizer state and the best validated meta-parameters for all
       estimators.
     particle_tasks: the task of each antithetic pair of the ES estimators.
@@ -68,7 +68,7 @@ def init_member(trainer: truncated.TruncatedTrainer, meta_params: PyTree,
                 key: jax.Array) -> MemberState:
   k_train, k_particles = jax.random.split(key)
   train = trainer.init(meta_params, rule_hyper, hyper, k_train)
-  tasks, runs = trainer._fresh_runs(meta_params, rule_hyper, k_particles)  # noqa: SLF001
+  tasks, runs = trainer.fresh_runs(meta_params, rule_hyper, k_particles)
   noise = jax.tree.map(lambda t: jnp.zeros((trainer.num_tasks,) + t.shape, t.dtype), meta_params)
   return MemberState(train=train, particle_tasks=tasks, particles=_pairs(runs), noise=noise)
 
@@ -76,7 +76,7 @@ def init_member(trainer: truncated.TruncatedTrainer, meta_params: PyTree,
 def particle_step(trainer: truncated.TruncatedTrainer, member: MemberState,
                   rule_hyper: learned.RuleHyperparams, hyper: truncated.MetaHyperparams,
                   key: jax.Array, sigma: float, persistent: bool):
-  """One meta-step with antithetic ES (`persistent=False`) or PES (`persistent=True`).
+  """Take one meta-step with antithetic ES (`persistent=False`) or PES (`persistent=True`).
 
   Task i carries one mirrored pair of inner runs. Each pair unrolls with
   theta + eps_i and theta - eps_i, and the meta-loss difference, times the
@@ -87,7 +87,7 @@ def particle_step(trainer: truncated.TruncatedTrainer, member: MemberState,
   theta = member.train.meta_params
   k_reset, k_eps = jax.random.split(key)
   finished = member.particles.step[:, 0] >= hyper.horizon
-  fresh_tasks, fresh_runs = trainer._fresh_runs(theta, rule_hyper, k_reset)  # noqa: SLF001
+  fresh_tasks, fresh_runs = trainer.fresh_runs(theta, rule_hyper, k_reset)
   tasks = tree_lib.select_rows(finished, fresh_tasks, member.particle_tasks)
   particles = tree_lib.select_rows(finished, _pairs(fresh_runs), member.particles)
   keep = ~finished & persistent
@@ -228,7 +228,7 @@ def perturb(key: jax.Array, meta_params: PyTree, scale: float | jax.Array) -> Py
 
 @dataclasses.dataclass(frozen=True)
 class SelectionResult:
-  """Which members copy which after a generation.
+  """The parent each member copies after a generation.
 
   Attributes:
     parents: parent of each member (itself when it did not copy).

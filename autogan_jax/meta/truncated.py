@@ -109,7 +109,7 @@ class SelfCoordinates:
   This is a fixed change of units, not an optimizer: the rule's own update
   still decides every step. It lets a rule whose step size suits the
   parameters of small networks act on meta-parameters, which need smaller
-  steps; `center` starts phi at zero, as a fresh network's parameters start
+  steps. `center` starts phi at zero, as a fresh network's parameters start
   near zero.
   """
 
@@ -145,7 +145,8 @@ class TruncatedTrainer:
   num_tasks: int
   unroll_length: int
 
-  def _fresh_runs(self, meta_params, rule_hyper, key):
+  def fresh_runs(self, meta_params, rule_hyper, key):
+    """Draw `num_tasks` tasks and start a run of the rule on each, stacked on a leading axis."""
     keys = jax.random.split(key, self.num_tasks)
 
     def one(k):
@@ -164,7 +165,7 @@ class TruncatedTrainer:
     With `self_rule_hyper`, the meta-optimizer state is the learned rule's own
     state for the meta-parameters (see `step`); otherwise it is Adam's.
     """
-    tasks, runs = self._fresh_runs(meta_params, rule_hyper, key)
+    tasks, runs = self.fresh_runs(meta_params, rule_hyper, key)
     if self_rule_hyper is None:
       meta_opt_state = meta_optimizer(hyper).init(meta_params)
     else:
@@ -191,7 +192,7 @@ class TruncatedTrainer:
                        hyper: MetaHyperparams, tasks, runs: inner.InnerState, key: jax.Array):
     """Put runs that reached the horizon on fresh tasks; return (tasks, runs, finished)."""
     finished = runs.step >= hyper.horizon
-    fresh_tasks, fresh_runs = self._fresh_runs(meta_params, rule_hyper, key)
+    fresh_tasks, fresh_runs = self.fresh_runs(meta_params, rule_hyper, key)
     return (tree_lib.select_rows(finished, fresh_tasks, tasks),
             tree_lib.select_rows(finished, fresh_runs, runs), finished)
 

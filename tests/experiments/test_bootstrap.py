@@ -98,7 +98,8 @@ def test_saved_g_star_is_an_optax_rule(smoke_workdir):
   tx = optim.g_star(path=smoke_workdir / "g_star.json")
   x = {"w": np.ones(3, np.float32)}
   updates, _ = tx.update({"w": np.ones(3, np.float32)}, tx.init(x), x)
-  assert np.all(np.isfinite(updates["w"])) and np.any(updates["w"] != 0)
+  assert np.all(np.isfinite(updates["w"]))
+  assert np.any(updates["w"] != 0)
   scaled = optim.g_star(learning_rate=2 * float(np.exp(params["log_lr"])),
                         path=smoke_workdir / "g_star.json")
   doubled, _ = scaled.update({"w": np.ones(3, np.float32)}, scaled.init(x), x)

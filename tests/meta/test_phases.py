@@ -176,7 +176,7 @@ def test_self_reference_needs_no_hand_written_optimizer(monkeypatch):
   assert isinstance(first.meta_opt_state, optim.LearnedRuleState)
   assert int(first.meta_opt_state.count) == 1
 
-  # In scaled units centred on the start, the rule sees zero parameters and scaled
+  # In scaled units centred on the start, the rule reads zero parameters and scaled
   # gradients, and its update moves the meta-parameters by the scale times itself.
   coords = meta.SelfCoordinates(center=start, scale=jnp.float32(0.1))
   scaled, _ = jax.jit(lambda s, k: trainer.step(s, RULE_HYPER, hyper, k, self_hyper, coords))(
