@@ -18,6 +18,7 @@ import optax
 from absl import logging
 from flax import struct
 
+from autogan_jax import core
 from autogan_jax import meta
 from autogan_jax import optim
 from autogan_jax import tasks
@@ -77,10 +78,11 @@ def base_hyperparams(config) -> meta.MetaHyperparams:
 
 
 class Tools:
-  """The compiled pieces shared by phases 2 and 3."""
+  """The compiled pieces shared by phases 2 and 3, and the counter of their traces."""
 
   def __init__(self, config, rule_hyper, key: jax.Array):
     self.config = config
+    self.traces = core.TraceCounter()
     self.rule_hyper = rule_hyper
     self.trainer = make_trainer(config)
     c = config.meta
@@ -91,13 +93,14 @@ class Tools:
       return jax.vmap(lambda mp: trainer.validation_score(
           mp, rule_hyper, validation_key, c.validation_tasks, c.horizon))(stacked_meta_params)
 
-    self.scores = jax.jit(scores)
+    self.scores = jax.jit(self.traces.wrap(scores, "validation_scores"))
     family = tasks.meta_train_family(config.family)
     probe_task = tasks.FlatTask(family.sample(jax.random.fold_in(probe_key, 0)))
     self.probe_point = jax.jit(lambda: exploration.probe(
         probe_task, rule_hyper, jax.random.fold_in(probe_key, 1)))()
-    self.probe_updates = jax.jit(
-        lambda stacked: exploration.probe_updates(stacked, rule_hyper, self.probe_point))
+    self.probe_updates = jax.jit(self.traces.wrap(
+        lambda stacked: exploration.probe_updates(stacked, rule_hyper, self.probe_point),
+        "probe_updates"))
 
 
 def _stack_member(stacked, i, member):
@@ -166,15 +169,21 @@ def run_exploration(workdir, config, tools: Tools, start_params, metrics_log: co
     checkpointer.close()
     return state
 
-  segments = {name: jax.jit(exploration.make_segment(trainer, name, length, total_steps,
-                                                     c.es_sigma))
+  # Every jitted function of the generation loop counts its traces; each
+  # generation's record carries the counts, which stay at one per function.
+  traces = tools.traces
+  segments = {name: jax.jit(traces.wrap(exploration.make_segment(trainer, name, length,
+                                                                 total_steps, c.es_sigma),
+                                        f"segment_{name}"))
               for name in c.estimators}
-  keep_best = jax.jit(jax.vmap(meta.keep_best))
-  features_fn = jax.jit(jax.vmap(meta_opt.curve_features))
-  d_loss_grad = jax.jit(jax.value_and_grad(meta_opt.discriminator_loss))
-  g_loss_grad = jax.jit(jax.grad(meta_opt.generator_loss))
-  discriminate = jax.jit(meta_opt.discriminate)
-  perturb = jax.jit(exploration.perturb)
+  keep_best = jax.jit(traces.wrap(jax.vmap(meta.keep_best), "keep_best"))
+  features_fn = jax.jit(traces.wrap(jax.vmap(meta_opt.curve_features), "curve_features"))
+  d_loss_grad = jax.jit(traces.wrap(
+      jax.value_and_grad(lambda p, f, r, v: meta_opt.discriminator_loss(p, f, r, valid=v)),
+      "d_meta_opt_loss"))
+  g_loss_grad = jax.jit(traces.wrap(jax.grad(meta_opt.generator_loss), "g_meta_loss"))
+  discriminate = jax.jit(traces.wrap(meta_opt.discriminate, "discriminate"))
+  perturb = jax.jit(traces.wrap(exploration.perturb, "perturb"))
   progress = common.Progress("exploration", generations, start=start, every_s=0.0)
 
   for generation in range(start, generations):
@@ -204,10 +213,13 @@ def run_exploration(workdir, config, tools: Tools, start_params, metrics_log: co
     archive_improvements = state.archive_improvements.at[count:count + size].set(
         jnp.where(jnp.isfinite(improvements), improvements, -jnp.inf))
     count += size
-    labels = meta_opt.archive_labels(np.asarray(archive_improvements[:count]), c.top_fraction)
+    labels = np.zeros(archive_size, bool)
+    labels[:count] = meta_opt.archive_labels(np.asarray(archive_improvements[:count]),
+                                             c.top_fraction)
+    filled = jnp.arange(archive_size) < count
     d_params, d_opt_state = state.d_params, state.d_opt_state
     for _ in range(c.d_steps):
-      d_loss, d_grads = d_loss_grad(d_params, archive_features[:count], jnp.asarray(labels))
+      d_loss, d_grads = d_loss_grad(d_params, archive_features, jnp.asarray(labels), filled)
       d_updates, d_opt_state = d_tx.update(d_grads, d_opt_state, d_params)
       d_params = optax.apply_updates(d_params, d_updates)
 
@@ -274,6 +286,7 @@ def run_exploration(workdir, config, tools: Tools, start_params, metrics_log: co
         "replaced_nonfinite": [] if last else selection.replaced_nonfinite,
         "replaced_total": int(state.replaced),
         "best_score": float(np.min(np.asarray(members.train.best_score))),
+        "traces": traces.as_dict(),
     }
     metrics_log.append(common.to_builtin(record))
     checkpointer.save(generation + 1, state)

@@ -81,7 +81,9 @@ def init_generator(log10_learning_rate: float = -3.5,
                      f"subset of {ESTIMATORS}.")
   allowed = jnp.asarray([name in allowed_estimators for name in ESTIMATORS])
   return {
-      "estimator_logits": jnp.where(allowed, 0.0, -1e9),
+      # An explicit dtype: a weakly typed leaf would turn strong after the
+      # first update and make every jitted function of G_meta trace again.
+      "estimator_logits": jnp.asarray(jnp.where(allowed, 0.0, -1e9), jnp.float32),
       "lr_mean": jnp.asarray(log10_learning_rate, jnp.float32),
       "lr_log_std": jnp.asarray(jnp.log(0.5), jnp.float32),
       "tasks_logits": jnp.zeros((len(TASK_CHOICES),)),
@@ -174,17 +176,21 @@ def discriminate(params: PyTree, features: jax.Array) -> jax.Array:
 
 
 def discriminator_loss(params: PyTree, features: jax.Array, is_real: jax.Array,
-                       kind: str = "non_saturating") -> jax.Array:
+                       kind: str = "non_saturating",
+                       valid: jax.Array | None = None) -> jax.Array:
   """The generic adversarial loss of D_meta-opt on an archive of labelled curves.
 
   Every (real, fake) pair of the archive enters `gan.discriminator_loss`; the
   mean over pairs weighs the real and the fake side equally however many of
-  each the archive holds.
+  each the archive holds. Rows where `valid` is False (the unfilled end of a
+  fixed-size archive) take part in no pair, so the archive keeps one shape and
+  the loss compiles once however full it is.
   """
   logits = discriminate(params, features)
   pair = jax.vmap(jax.vmap(lambda r, f: gan.discriminator_loss(kind, r[None], f[None]),
                            in_axes=(None, 0)), in_axes=(0, None))(logits, logits)
-  weights = is_real[:, None] & ~is_real[None, :]
+  valid = jnp.ones(is_real.shape, bool) if valid is None else valid
+  weights = (is_real & valid)[:, None] & (~is_real & valid)[None, :]
   return jnp.sum(jnp.where(weights, pair, 0.0)) / jnp.maximum(jnp.sum(weights), 1)
 
 

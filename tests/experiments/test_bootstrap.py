@@ -112,6 +112,12 @@ def test_smoke_metrics_cover_every_step(smoke_workdir):
   assert [r["step"] for r in records if r["phase"] == "imitation"] == list(range(1, 11))
   assert [r["step"] for r in records if r["phase"] == "exploration"] == [1, 2]
   assert [r["step"] for r in records if r["phase"] == "self_reference"] == [2, 4]
+  # Every jitted function of phase 2 compiled once for both generations.
+  traces = [r for r in records if r["phase"] == "exploration"][-1]["traces"]
+  assert {"segment_tbptt", "keep_best", "curve_features", "d_meta_opt_loss", "g_meta_loss",
+          "discriminate", "validation_scores", "probe_updates"} <= set(traces)
+  for name, count in traces.items():
+    assert count == 1, name
 
 
 def test_rerun_of_finished_run_resumes_without_training(smoke_workdir):

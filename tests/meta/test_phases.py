@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from autogan_jax import core
 from autogan_jax import meta
 from autogan_jax import optim
 from autogan_jax import tasks
@@ -88,13 +89,16 @@ def test_generator_learns_the_rewarded_estimator():
   params = meta_opt.init_generator(-3.0)
   tx = optax.adam(0.1)
   opt_state = tx.init(params)
-  grad = jax.jit(jax.grad(meta_opt.generator_loss))
+  traces = core.TraceCounter()
+  grad = jax.jit(traces.wrap(jax.grad(meta_opt.generator_loss), "grad"))
   for i in range(60):
     settings = meta_opt.sample_settings(params, jax.random.key(i), 16)
     rewards = ((settings.estimator == 2).astype(jnp.float32)
                - 0.5 * (settings.tasks == 2).astype(jnp.float32))
     updates, opt_state = tx.update(grad(params, settings, rewards), opt_state, params)
     params = optax.apply_updates(params, updates)
+  # Updated parameters keep the initial ones' types, so the loss compiles once.
+  assert traces["grad"] == 1
   probs = meta_opt.choice_probabilities(params)
   assert probs["estimator"][2] > 0.9
   assert probs["tasks_per_meta_step"][2] < 0.2
