@@ -26,7 +26,8 @@ def _run(args, timeout=900, driver=None):
 
 def _exploration_records(workdir: pathlib.Path):
   records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  return [{k: v for k, v in r.items() if k != "seconds"} for r in records
+  # Wall times and trace counts belong to the process, not to the run's results.
+  return [{k: v for k, v in r.items() if k not in ("seconds", "traces")} for r in records
           if r["phase"] in ("exploration", "self_reference")]
 
 
