@@ -12,6 +12,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from autogan_jax import optim
 from autogan_jax.architecture import experiment
 from experiments import common
 
@@ -26,7 +27,8 @@ def main(argv):
   experiment.validate_config(config)
   workdir = common.prepare_workdir(_WORKDIR.value)
   metrics = common.MetricsLog(workdir)
-  report, markdown = experiment.run(config, workdir, metrics)
+  with optim.default_rule_scope(config.update_rule):
+    report, markdown = experiment.run(config, workdir, metrics)
   common.write_report(workdir, report, markdown)
   logging.info("Wrote %s", workdir / "report.md")
 

@@ -18,6 +18,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from autogan_jax import optim
 from autogan_jax.weight_space import interpolation
 from autogan_jax.weight_space import pipeline
 from experiments import common
@@ -240,8 +241,9 @@ def run(config, workdir: str | pathlib.Path) -> dict:
   workdir = common.prepare_workdir(workdir)
   metrics = common.MetricsLog(workdir)
   logging.info("Merge study %s in %s.", config.preset, workdir)
-  report = pipeline.run_study(config, jax.random.key(config.seed), workdir,
-                              metrics=metrics.append, metrics_truncate=metrics.truncate_after)
+  with optim.default_rule_scope(config.update_rule):
+    report = pipeline.run_study(config, jax.random.key(config.seed), workdir,
+                                metrics=metrics.append, metrics_truncate=metrics.truncate_after)
   report["config"] = config.to_dict()
   common.write_report(workdir, report, markdown(report, config))
   plot_barriers(report, workdir / "barrier.png")

@@ -27,6 +27,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from autogan_jax import optim
 from autogan_jax.core import validation
 from autogan_jax.optim import strategy_study
 from experiments import common
@@ -196,8 +197,9 @@ def main(argv):
 
   checkpointing = strategy_study.Checkpointing(workdir / "checkpoints", config.checkpoint_every,
                                                restore_records)
-  report, arrays = strategy_study.run_study(config.study.to_dict(), jax.random.key(config.seed),
-                                            log, checkpointing)
+  with optim.default_rule_scope(config.update_rule):
+    report, arrays = strategy_study.run_study(config.study.to_dict(), jax.random.key(config.seed),
+                                              log, checkpointing)
   report["config"] = config.study.to_dict() | {"seed": config.seed, "preset": config.preset}
   plot_curves(workdir, arrays)
   plot_gates(workdir, report, arrays, "learned", "gates.png")

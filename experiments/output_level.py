@@ -28,6 +28,7 @@ from autogan_jax import calibration
 from autogan_jax import checkpoint
 from autogan_jax import core
 from autogan_jax import ensemble
+from autogan_jax import optim
 from autogan_jax import sampling
 from autogan_jax import tasks
 from autogan_jax.calibration import benchmark as calibration_benchmark
@@ -47,6 +48,7 @@ POSITIVE_INT = core.IntRange(1)
 POSITIVE_FLOAT = core.FloatRange(0.0, low_inclusive=False)
 SCHEMA = {
     "seeds": core.SequenceOf(core.IntRange(0)),
+    "update_rule": core.OneOf(optim.DEFAULT_RULES),
     "parts": core.SequenceOf(core.OneOf(PARTS)),
     "learning_rate": POSITIVE_FLOAT,
     "hmm.num_states": POSITIVE_INT,
@@ -611,7 +613,8 @@ def main(argv):
   config = _CONFIG.value
   validate_config(config)
   workdir = common.prepare_workdir(_WORKDIR.value)
-  run(config, workdir)
+  with optim.default_rule_scope(config.update_rule):
+    run(config, workdir)
   logging.info("Report written to %s.", workdir / "report.md")
 
 

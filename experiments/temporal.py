@@ -20,6 +20,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from autogan_jax import optim
 from autogan_jax.alignment import study as alignment_study
 from autogan_jax.checkpoint import RunCheckpointer
 from autogan_jax.core import validation
@@ -156,6 +157,12 @@ def main(argv):
   validation.validate(config, temporal_config.schema())
   temporal_config.check_lengths(config)
   workdir = common.prepare_workdir(_WORKDIR.value)
+  with optim.default_rule_scope(config.update_rule):
+    run(config, workdir)
+
+
+def run(config, workdir: pathlib.Path) -> None:
+  """Run or resume the alignment and temporal-structure studies; write the report and plots."""
   metrics = common.MetricsLog(workdir)
   key = jax.random.key(config.seed)
   k_align, k_pendulum, k_char = jax.random.split(key, 3)

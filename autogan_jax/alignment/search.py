@@ -23,6 +23,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from autogan_jax import optim
 from autogan_jax.alignment import mechanisms
 from autogan_jax.gan import choices
 
@@ -30,8 +31,6 @@ from autogan_jax.gan import choices
 NUM_CONFIGS = 3 + 2 * len(mechanisms.CHUNK_SIZES)
 SPACE = choices.ChoiceSpace(names=("config",), sizes=(NUM_CONFIGS,))
 # Built once so that the jitted search step, keyed on the transforms, compiles once.
-_DEFAULT_G_TX = optax.adam(0.1)
-_DEFAULT_D_TX = optax.adam(1e-2)
 
 
 def all_configs(base: mechanisms.AlignmentConfig) -> list[mechanisms.AlignmentConfig]:
@@ -64,8 +63,8 @@ def run_search(valid_cer: Mapping[mechanisms.AlignmentConfig, float], key: jax.A
   if missing:
     raise ValueError(f"Validation error rates are missing for {missing}; train every config "
                      "before the search.")
-  g_tx = g_tx if g_tx is not None else _DEFAULT_G_TX
-  d_tx = d_tx if d_tx is not None else _DEFAULT_D_TX
+  g_tx = g_tx if g_tx is not None else optim.default_rule(0.1)
+  d_tx = d_tx if d_tx is not None else optim.default_rule(1e-2)
   init_key, run_key = jax.random.split(key)
   if state is None:
     state = choices.init_search(SPACE, init_key, rounds * population, g_tx, d_tx)

@@ -15,9 +15,9 @@ from typing import Any
 
 import jax
 import numpy as np
-import optax
 from absl import logging
 
+from autogan_jax import optim
 from autogan_jax.alignment import mechanisms
 from autogan_jax.alignment import search
 from autogan_jax.alignment import training
@@ -55,7 +55,7 @@ def run_study(settings: Mapping[str, Any], key: jax.Array, *,
   strings = digit_strings.load_digit_strings(settings["num_train_strings"],
                                              settings["num_eval_strings"])
   base = mechanisms.AlignmentConfig(hidden=settings["hidden"])
-  tx = optax.adam(settings["learning_rate"])
+  tx = optim.default_rule(settings["learning_rate"])
   finished = {(r["config"], r["seed"]): r for r in done}
   runs = []
   for config in search.all_configs(base):

@@ -10,13 +10,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from autogan_jax import optim
 from autogan_jax.alignment import mechanisms
 from autogan_jax.core import tree
 from autogan_jax.tasks import digit_strings
 
 EVAL_BATCH = 256
 # Built once so that the jitted segment, keyed on the transform, compiles once per config.
-_DEFAULT_TX = optax.adam(3e-3)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "tx", "num_steps", "batch_size"))
@@ -46,7 +46,7 @@ def train(config: mechanisms.AlignmentConfig, data: digit_strings.DigitStrings, 
           on_progress: Callable[[int, float], None] | None = None) -> tuple[dict, dict]:
   """Train one mechanism on `data`; return its parameters and a training summary.
 
-  The update rule `tx` defaults to `optax.adam(3e-3)`. Training runs as jitted
+  The update rule `tx` defaults to `optim.default_rule(3e-3)` (G*). Training runs as jitted
   `lax.scan` segments of `log_every` steps, so one config compiles at most
   twice (a full segment and the last, shorter one).
 
@@ -54,7 +54,7 @@ def train(config: mechanisms.AlignmentConfig, data: digit_strings.DigitStrings, 
     `(params, summary)` where the summary has the loss of each segment's last
     step, the mean share of feasible targets and whether the parameters are finite.
   """
-  tx = tx if tx is not None else _DEFAULT_TX
+  tx = tx if tx is not None else optim.default_rule(3e-3)
   init_key, data_key = jax.random.split(key)
   params = mechanisms.init(init_key, config)
   opt_state = tx.init(params)

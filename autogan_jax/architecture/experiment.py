@@ -17,6 +17,7 @@ import numpy as np
 from absl import logging
 from scipy import stats
 
+from autogan_jax import optim
 from autogan_jax.architecture import search as search_lib
 from autogan_jax.core import validation
 from autogan_jax.model_space import data as data_lib
@@ -34,6 +35,7 @@ TASK_EMBEDDINGS = {"digits": np.array([1.0, 0.0], np.float32),
 SCHEMA = {
     "tasks": validation.SequenceOf(validation.OneOf(TASKS)),
     "seeds": validation.SequenceOf(validation.IntRange(0)),
+    "update_rule": validation.OneOf(optim.DEFAULT_RULES),
     "methods": validation.SequenceOf(validation.OneOf(search_lib.METHODS)),
     "train_steps": validation.IntRange(1),
     "population_size": validation.IntRange(1),

@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 from autogan_jax import gan
+from autogan_jax import optim
 from autogan_jax.core import keys as keys_lib
 from autogan_jax.core import validation
 
@@ -109,8 +110,8 @@ def train_calibration_gan(logits: jax.Array, labels: jax.Array, key: jax.Array, 
     steps: adversarial steps, each `d_steps` D updates then one G update.
     batch_size: pairs per real and per fake batch; at least N uses all N examples.
     init_temperature: G_cal's starting temperature, usually the temperature-scaling fit.
-    g_tx: G_cal's update rule; defaults to `optax.adam(1e-3)`.
-    d_tx: D_cal's update rule; defaults to `optax.adam(3e-3)`.
+    g_tx: G_cal's update rule; defaults to `optim.default_rule(1e-3)` (G*).
+    d_tx: D_cal's update rule; defaults to `optim.default_rule(3e-3)` (G*).
     loss: adversarial loss, one of `gan.LOSSES`.
     d_steps: D updates per G update.
 
@@ -121,8 +122,8 @@ def train_calibration_gan(logits: jax.Array, labels: jax.Array, key: jax.Array, 
   validation.check("batch_size", batch_size, validation.IntRange(1))
   logits = jnp.asarray(logits, jnp.float32)
   labels = jnp.asarray(labels, jnp.int32)
-  g_tx = g_tx if g_tx is not None else optax.adam(1e-3)
-  d_tx = d_tx if d_tx is not None else optax.adam(3e-3)
+  g_tx = g_tx if g_tx is not None else optim.default_rule(1e-3)
+  d_tx = d_tx if d_tx is not None else optim.default_rule(3e-3)
   named = keys_lib.split_named(keys_lib.as_key(key), ("generator", "discriminator", "train"))
   n = logits.shape[0]
 

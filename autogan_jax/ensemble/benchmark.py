@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from autogan_jax import optim
 from autogan_jax.core import keys as keys_lib
 from autogan_jax.ensemble import distillation
 from autogan_jax.ensemble import mimo as mimo_lib
@@ -209,7 +210,7 @@ def run_problem(problem: Problem, spec: population.EnsembleSpec, key: jax.Array,
     mimo_heads: MIMO subnetworks.
     mimo_steps: MIMO training steps.
     dirichlet_weight: weight of the Dirichlet term in distillation.
-    tx: update rule of the members, MIMO and distillation; defaults to `optax.adam(3e-3)`.
+    tx: update rule of the members, MIMO and distillation; defaults to `optim.default_rule(3e-3)` (G*).
     timing_repeats: forward passes timed per predictor.
     distill_eval_every: steps between checks of G_ensemble's NLL on the
       validation split during distillation; the checked parameters with the
@@ -218,7 +219,7 @@ def run_problem(problem: Problem, spec: population.EnsembleSpec, key: jax.Array,
   Returns:
     A dict of per-method test metrics, per-member metrics and the costs.
   """
-  tx = tx if tx is not None else optax.adam(3e-3)
+  tx = tx if tx is not None else optim.default_rule(3e-3)
   named = keys_lib.split_named(keys_lib.as_key(key),
                                ("members", "student", "distill", "adversarial", "mimo"))
   members, student = problem.members, problem.student

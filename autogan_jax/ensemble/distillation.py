@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 from autogan_jax import gan
+from autogan_jax import optim
 from autogan_jax.core import keys as keys_lib
 from autogan_jax.core import validation
 
@@ -105,7 +106,7 @@ def distill(apply: Callable, init_params, members_fn: Callable, x_pool: jax.Arra
     steps: training steps.
     batch_size: inputs per step.
     dirichlet_weight: weight of the members' Dirichlet NLL, divided by the class count.
-    tx: update rule; defaults to `optax.adam(3e-3)`.
+    tx: update rule; defaults to `optim.default_rule(3e-3)` (G*).
     draw_inputs: `draw_inputs(key, batch_size) -> inputs`, replacing the
       image mixtures drawn from `x_pool`.
     valid_loss: `valid_loss(params) -> scalar`, for example the NLL on a
@@ -127,7 +128,7 @@ def distill(apply: Callable, init_params, members_fn: Callable, x_pool: jax.Arra
     raise validation.ConfigError(
         f"Invalid eval_every={eval_every}: it must divide steps={steps}.")
   validation.check("dirichlet_weight", dirichlet_weight, validation.FloatRange(0.0))
-  tx = tx if tx is not None else optax.adam(3e-3)
+  tx = tx if tx is not None else optim.default_rule(3e-3)
   draw_inputs = _input_sampler(x_pool, draw_inputs)
 
   def loss_fn(params, x):
@@ -220,8 +221,8 @@ def adversarial_finetune(apply: Callable, g_params, members_fn: Callable,
     G_ensemble's parameters and the per-step GAN metrics.
   """
   validation.check("steps", steps, validation.IntRange(1))
-  g_tx = g_tx if g_tx is not None else optax.adam(1e-5)
-  d_tx = d_tx if d_tx is not None else optax.adam(1e-3)
+  g_tx = g_tx if g_tx is not None else optim.default_rule(1e-5)
+  d_tx = d_tx if d_tx is not None else optim.default_rule(1e-3)
   draw_inputs = _input_sampler(x_pool, draw_inputs)
   features = features if features is not None else (lambda x: x)
   named = keys_lib.split_named(keys_lib.as_key(key), ("discriminator", "train"))

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from autogan_jax import optim
 from autogan_jax.core import validation
 
 
@@ -81,7 +82,7 @@ def train_mimo(x_train: jax.Array, y_train: jax.Array, key: jax.Array, *, num_cl
     vocab_size: when set, `x_train` holds integer token windows [N, D] and
       the network embeds each token first.
     embed_dim: embedding size per token, used only with `vocab_size`.
-    tx: update rule; defaults to `optax.adam(3e-3)`.
+    tx: update rule; defaults to `optim.default_rule(3e-3)` (G*).
 
   Returns:
     The parameters and the per-step training losses.
@@ -89,7 +90,7 @@ def train_mimo(x_train: jax.Array, y_train: jax.Array, key: jax.Array, *, num_cl
   validation.check("num_heads", num_heads, validation.IntRange(1))
   validation.check("steps", steps, validation.IntRange(1))
   validation.check("repetitions", repetitions, validation.IntRange(1))
-  tx = tx if tx is not None else optax.adam(3e-3)
+  tx = tx if tx is not None else optim.default_rule(3e-3)
   x_train = jnp.asarray(x_train)
   y_train = jnp.asarray(y_train)
   k_init, k_data = jax.random.split(key)

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from autogan_jax import optim
 from autogan_jax.core import tree as tree_lib
 from autogan_jax.core import validation
 from autogan_jax.tasks import char_lm
@@ -99,14 +100,14 @@ def train_population(tasks: mlp.DigitsMLPTask | char_lm.CharLMTask, lr_scales: j
     lr_scales: per-member multipliers of the updates, shape [M].
     key: PRNG key; each member gets its own initialisation and batch keys.
     steps: training steps per member.
-    tx: update rule shared by all members; defaults to `optax.adam(3e-3)`.
+    tx: update rule shared by all members; defaults to `optim.default_rule(3e-3)` (G*).
 
   Returns:
     Member parameters with a leading axis of size M, and the per-step training
     losses, shape [M, steps].
   """
   validation.check("steps", steps, validation.IntRange(1))
-  tx = tx if tx is not None else optax.adam(3e-3)
+  tx = tx if tx is not None else optim.default_rule(3e-3)
   num_members = lr_scales.shape[0]
   member_keys = jax.random.split(key, num_members)
 

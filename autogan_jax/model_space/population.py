@@ -2,7 +2,8 @@
 
 Every member has its own learning rate, weight decay and batch size (from its
 `SpecArrays`). The caller supplies the update rule as an optax transform that
-returns unscaled directions, for example `optax.scale_by_adam()`. Each
+returns unscaled directions, for example `optax.scale_by_adam()`; by default
+it is the direction of the framework's default rule (G*). Each
 member then steps by `-learning_rate * (direction + weight_decay * params)`
 (decoupled weight decay, Loshchilov and Hutter, "Decoupled Weight Decay
 Regularization", 2019). A member's batch is the first `batch_size` rows of a
@@ -18,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from autogan_jax import optim
 from autogan_jax.core import tree as tree_lib
 from autogan_jax.model_space import encoding
 from autogan_jax.model_space import network
@@ -40,7 +42,9 @@ def make_member_trainer(envelope: encoding.Envelope, steps: int,
 
   The function is pure and unjitted; vmap and jit it (see `make_trainer`).
   """
-  tx = tx if tx is not None else optax.scale_by_adam()
+  if tx is None:
+    # The rule's step direction: the default rule at step size 1, negated back.
+    tx = optax.chain(optim.default_rule(1.0, horizon=steps), optax.scale(-1.0))
   batch_size = envelope.max_batch_size
 
   def train(params, code, key, data):

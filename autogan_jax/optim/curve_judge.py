@@ -27,6 +27,7 @@ import optax
 
 from autogan_jax.core import validation
 from autogan_jax.gan import step as gan_step
+from autogan_jax.optim import defaults
 
 CURVE_FEATURES = ("final", "slope", "area", "noise", "rise", "nonfinite")
 # Losses are clipped to [1e-4, 1e4] before the log, and a non-finite loss counts as 1e4.
@@ -106,7 +107,7 @@ def _fit_judge(key: jax.Array, sample_real: Callable, fake_pool: jax.Array,
     return jax.lax.stop_gradient(g_params["pool"][index]), None
 
   g_tx = optax.set_to_zero()
-  d_tx = optax.adam(learning_rate)
+  d_tx = defaults.default_rule(learning_rate)
   step = gan_step.make_step(generate, judge_logits, g_tx, d_tx, loss=loss)
   init_key, train_key = jax.random.split(key)
   state = gan_step.init_state({"pool": fake_pool}, init_curve_judge(init_key, hidden), g_tx,

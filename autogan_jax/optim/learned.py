@@ -162,6 +162,10 @@ def _leaf_update(meta_params, hyper: RuleHyperparams, step_bias: jax.Array,
   adam_direction = m_hat / (jnp.sqrt(v_hat + hyper.eps_root) + hyper.eps)
   direction = (c[0] * adam_direction + c[1] * g + c[2] * m + c[3] * p + correction)
   update = -jnp.exp(meta_params["log_lr"]) * direction
+  # An entry whose second moment is exactly zero has never had a nonzero
+  # gradient (a padded or masked unit): it stays where it is, as under Adam,
+  # although the decay and correction terms would otherwise move it.
+  update = jnp.where(v > 0, update, 0.0)
   return m, v, update.astype(g.dtype)
 
 

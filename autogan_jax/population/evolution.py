@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 from evosax import algorithms as evosax_algorithms
 
+from autogan_jax import optim
 from autogan_jax.core import validation
 
 PyTree = Any
@@ -73,7 +74,7 @@ def make_strategy(name: str, population_size: int, solution: PyTree, std_init: f
     std_init: initial standard deviation of the search distribution.
     optimizer: OpenAI-ES only: the optax transform that applies the estimated
       gradient to the mean, for example a learned update rule. Default
-      `optax.adam(0.05)`.
+      `optim.default_rule(0.05)` (G*).
     antithetic: OpenAI-ES only: sample mirrored pairs `mean +- std * eps`.
   """
   validation.check_choice("strategy", name, STRATEGIES)
@@ -86,7 +87,7 @@ def make_strategy(name: str, population_size: int, solution: PyTree, std_init: f
           "sampling needs an even population size.")
     algorithm = evosax_algorithms.Open_ES(
         population_size=population_size, solution=solution, use_antithetic_sampling=antithetic,
-        optimizer=optax.adam(0.05) if optimizer is None else optimizer,
+        optimizer=optim.default_rule(0.05) if optimizer is None else optimizer,
         std_schedule=optax.constant_schedule(std_init))
     params = algorithm.default_params
   else:

@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 from autogan_jax import gan
+from autogan_jax import optim
 from autogan_jax.core import keys as keys_lib
 from autogan_jax.core import validation
 from autogan_jax.sampling import decoding
@@ -141,8 +142,8 @@ def train_sampler(next_logits: Callable, prompts_fn: Callable, real_fn: Callable
     estimator: "straight_through" (Gumbel-softmax) or "score_function".
     loss: adversarial loss, one of `gan.LOSSES`.
     d_steps: D updates per G update.
-    g_tx: G_sampler's update rule; defaults to `optax.adam(1e-3)`.
-    d_tx: D_quality's update rule; defaults to `optax.adam(1e-3)`.
+    g_tx: G_sampler's update rule; defaults to `optim.default_rule(1e-3)` (G*).
+    d_tx: D_quality's update rule; defaults to `optim.default_rule(1e-3)` (G*).
     snapshot_every: steps between kept copies of G_sampler's parameters; must
       divide `steps`. None keeps only the final parameters.
 
@@ -160,8 +161,8 @@ def train_sampler(next_logits: Callable, prompts_fn: Callable, real_fn: Callable
   if steps % snapshot_every:
     raise validation.ConfigError(f"Invalid snapshot_every={snapshot_every}: it must divide "
                      f"steps={steps}.")
-  g_tx = g_tx if g_tx is not None else optax.adam(1e-3)
-  d_tx = d_tx if d_tx is not None else optax.adam(1e-3)
+  g_tx = g_tx if g_tx is not None else optim.default_rule(1e-3)
+  d_tx = d_tx if d_tx is not None else optim.default_rule(1e-3)
   named = keys_lib.split_named(keys_lib.as_key(key), ("generator", "discriminator", "train"))
   straight_through = estimator == "straight_through"
 

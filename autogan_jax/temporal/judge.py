@@ -19,13 +19,12 @@ import numpy as np
 import optax
 
 from autogan_jax import gan
+from autogan_jax import optim
 from autogan_jax.temporal import model as model_lib
 from autogan_jax.temporal import structure as structure_lib
 from autogan_jax.temporal import training
 
 # Built once so that the jitted loop, keyed on the transforms, compiles once.
-_DEFAULT_G_TX = optax.adam(1e-4)
-_DEFAULT_D_TX = optax.adam(1e-3)
 
 
 def init_discriminator(key: jax.Array, dim: int, steps: int, hidden: int = 64) -> dict:
@@ -96,9 +95,10 @@ def adversarial_finetune(spec: model_lib.ModelSpec, params, structures: structur
                          loss: str = "non_saturating"):
   """Fine-tune each member's model against its own D_temporal on `rollout_steps` rollouts.
 
-  G's update rule `g_tx` defaults to `optax.adam(1e-4)`, a tenth of the
+  G's update rule `g_tx` defaults to `optim.default_rule(1e-4)` (G*), a tenth of the
   supervised rate, so that the adversarial signal adjusts a trained model
-  rather than replacing its fit. `d_tx` defaults to `optax.adam(1e-3)`.
+  rather than replacing its fit. `d_tx` defaults to
+  `optim.default_rule(1e-3)`.
 
   Returns:
     `(params, d_params, metrics)`: fine-tuned models [P, ...], the members'
@@ -107,8 +107,8 @@ def adversarial_finetune(spec: model_lib.ModelSpec, params, structures: structur
   if spec.kind != "continuous":
     raise ValueError("Adversarial rollouts need continuous states, because token rollouts are "
                      f"not differentiable; got spec.kind={spec.kind!r}.")
-  g_tx = g_tx if g_tx is not None else _DEFAULT_G_TX
-  d_tx = d_tx if d_tx is not None else _DEFAULT_D_TX
+  g_tx = g_tx if g_tx is not None else optim.default_rule(1e-4)
+  d_tx = d_tx if d_tx is not None else optim.default_rule(1e-3)
   population = int(structures.context.shape[0])
   init_key, run_key = jax.random.split(key)
   steps = history_steps + rollout_steps

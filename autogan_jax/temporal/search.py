@@ -10,7 +10,6 @@ scored so far (`autogan_jax.gan.choices`).
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -18,17 +17,12 @@ import numpy as np
 import optax
 from absl import logging
 
+from autogan_jax import optim
 from autogan_jax.gan import choices
 from autogan_jax.temporal import judge
 from autogan_jax.temporal import model as model_lib
 from autogan_jax.temporal import structure as structure_lib
 from autogan_jax.temporal import training
-
-@functools.lru_cache(maxsize=16)
-def adam(learning_rate: float) -> optax.GradientTransformation:
-  """Return one Adam transform per rate, so jitted steps keyed on it compile once."""
-  return optax.adam(learning_rate)
-
 
 # Rollouts per member returned for plots.
 EXAMPLE_ROLLOUTS = 4
@@ -77,7 +71,7 @@ def train_and_score(spec: model_lib.ModelSpec, indices: np.ndarray, train: np.nd
     "error_at_end_supervised" (before the adversarial steps).
   """
   structures = structure_lib.from_indices(indices)
-  tx = tx if tx is not None else adam(settings.learning_rate)
+  tx = tx if tx is not None else optim.default_rule(settings.learning_rate)
   k_train, k_adv, k_eval = jax.random.split(key, 3)
   params, _ = training.train_population(
       spec, structures, train, k_train, num_steps=settings.train_steps,
@@ -136,8 +130,8 @@ def run_search(spec: model_lib.ModelSpec, train: np.ndarray, valid: np.ndarray, 
   Returns:
     `(state, records)`; `choices.mode(SPACE, state["gan"].g_params)` is the learned structure.
   """
-  g_tx = g_tx if g_tx is not None else adam(0.1)
-  d_tx = d_tx if d_tx is not None else adam(1e-2)
+  g_tx = g_tx if g_tx is not None else optim.default_rule(0.1)
+  d_tx = d_tx if d_tx is not None else optim.default_rule(1e-2)
   keys = jax.random.split(key, 2)
   if state is None:
     state = choices.init_search(SPACE, keys[0], rounds * population, g_tx, d_tx)

@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from autogan_jax import optim
 from autogan_jax.checkpoint import RunCheckpointer
 from autogan_jax.gan import choices
 from autogan_jax.tasks import datasets
@@ -34,7 +35,7 @@ def _search_and_compare(spec: model_lib.ModelSpec, train: np.ndarray, valid: np.
   if checkpointer is not None and checkpointer.latest_step() is not None:
     like = choices.init_search(
         search.SPACE, k_search, settings["search_rounds"] * settings["search_population"],
-        search.adam(0.1), search.adam(1e-2))
+        optim.default_rule(0.1), optim.default_rule(1e-2))
     state = checkpointer.restore(like)
 
   def on_round(new_state, record):

@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from autogan_jax import optim
 from autogan_jax.temporal import model as model_lib
 from autogan_jax.temporal import structure as structure_lib
 
 # Built once so that the jitted segment, keyed on the transform, compiles once.
-_DEFAULT_TX = optax.adam(1e-3)
 
 
 def sample_windows(sequences: jax.Array, key: jax.Array, batch_size: int,
@@ -72,13 +72,13 @@ def train_population(spec: model_lib.ModelSpec, structures: structure_lib.Struct
 
   Member i is initialised from `seeds[i]` folded into a subkey of `key` (`seeds` defaults to
   0..P-1), so repeating a structure with other seeds gives independent runs.
-  The update rule `tx` defaults to `optax.adam(1e-3)`.
+  The update rule `tx` defaults to `optim.default_rule(1e-3)` (G*).
 
   Returns:
     `(params, losses)`: stacked parameters [P, ...] and the training loss of
     each member at the end of each segment, [segments, P].
   """
-  tx = tx if tx is not None else _DEFAULT_TX
+  tx = tx if tx is not None else optim.default_rule(1e-3)
   population = int(structures.context.shape[0])
   seeds = np.arange(population) if seeds is None else np.asarray(seeds)
   init_key, data_key = jax.random.split(key)

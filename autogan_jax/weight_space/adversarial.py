@@ -28,6 +28,7 @@ from flax import struct
 
 from autogan_jax import checkpoint
 from autogan_jax import gan
+from autogan_jax import optim
 from autogan_jax.weight_space import network as network_lib
 
 PyTree = Any
@@ -204,14 +205,14 @@ def run_search(problem: Problem, key: jax.Array, settings: SearchSettings, *,
     key: the run's PRNG key. Round r draws keys folded from r alone, so a
       resumed search draws the same keys as an uninterrupted one.
     settings: sizes.
-    g_tx: G's update rule; default `optax.adam(3e-3)`.
-    d_tx: D's update rule; default `optax.adam(1e-3)`.
+    g_tx: G's update rule; default `optim.default_rule(3e-3)` (G*).
+    d_tx: D's update rule; default `optim.default_rule(1e-3)` (G*).
     checkpoint_dir: when given, the state is saved after every round and a
       rerun resumes from the newest save.
     on_round: called on the host after each round with the round number and its metrics.
   """
-  g_tx = g_tx if g_tx is not None else optax.adam(3e-3)
-  d_tx = d_tx if d_tx is not None else optax.adam(1e-3)
+  g_tx = g_tx if g_tx is not None else optim.default_rule(3e-3)
+  d_tx = d_tx if d_tx is not None else optim.default_rule(1e-3)
   if settings.top_k > settings.initial_candidates:
     raise ValueError(f"top_k={settings.top_k} exceeds initial_candidates="
                      f"{settings.initial_candidates}; the archive needs top_k candidates "

@@ -33,6 +33,7 @@ from scipy import stats
 
 from autogan_jax import checkpoint
 from autogan_jax import gan
+from autogan_jax import optim
 from autogan_jax.weight_space import adversarial
 from autogan_jax.weight_space import combination
 from autogan_jax.weight_space import combine_search
@@ -197,8 +198,8 @@ def run_judged_search(pairs: list[ParentPair], key: jax.Array, settings: JudgeSe
     key: the run's PRNG key. Round r draws keys folded from r alone, so a
       resumed search draws the same keys as an uninterrupted one.
     settings: sizes.
-    g_tx: G's update rule; default `optax.adam(3e-3)`.
-    d_tx: D's update rule; default `optax.adam(1e-3)`.
+    g_tx: G's update rule; default `optim.default_rule(3e-3)` (G*).
+    d_tx: D's update rule; default `optim.default_rule(1e-3)` (G*).
     checkpoint_dir: when given, the state is saved after every round and a
       rerun resumes from the newest save.
     on_round: called on the host after each round with the round number and its metrics.
@@ -208,8 +209,8 @@ def run_judged_search(pairs: list[ParentPair], key: jax.Array, settings: JudgeSe
   widths = {pair.feature_dim for pair in pairs}
   if len(widths) != 1:
     raise ValueError(f"All parent pairs need one feature width, got {sorted(widths)}.")
-  g_tx = g_tx if g_tx is not None else optax.adam(3e-3)
-  d_tx = d_tx if d_tx is not None else optax.adam(1e-3)
+  g_tx = g_tx if g_tx is not None else optim.default_rule(3e-3)
+  d_tx = d_tx if d_tx is not None else optim.default_rule(1e-3)
   target = pairs[0]
   k_g, k_d, k_initial, k_rounds = jax.random.split(key, 4)
   state = gan.init_state(target.init_generator(k_g),

@@ -32,11 +32,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import logging
 from scipy import stats
 
 from autogan_jax import checkpoint
+from autogan_jax import optim
 from autogan_jax.tasks import datasets
 from autogan_jax.weight_space import adversarial
 from autogan_jax.weight_space import alignment
@@ -50,12 +50,6 @@ from autogan_jax.weight_space import permute_search
 from autogan_jax.weight_space import training
 
 MetricsCallback = Callable[[Mapping[str, Any]], None]
-
-
-@functools.lru_cache(maxsize=8)
-def _adam(learning_rate: float) -> optax.GradientTransformation:
-  """Return one Adam object per learning rate, so training calls share their compilation."""
-  return optax.adam(learning_rate)
 
 
 @jax.jit
@@ -182,7 +176,7 @@ def barrier_stage(config, key: jax.Array, data: datasets.ArraySplits,
     return cached
   c = config.barrier
   sizes = (64,) + tuple(config.mlp.hidden_sizes) + (10,)
-  tx = _adam(config.train.learning_rate)
+  tx = optim.default_rule(config.train.learning_rate)
   ts = jnp.linspace(0.0, 1.0, c.points)
   pairs = []
   for pair in range(c.pairs):
@@ -245,7 +239,7 @@ def barrier_stage(config, key: jax.Array, data: datasets.ArraySplits,
 def _specialised_parents(config, seed: int, data: datasets.ArraySplits, init_fn,
                          steps_base: int, steps_finetune: int):
   """Train a base on all digits, then fine-tune one copy per digit subset."""
-  tx = _adam(config.train.learning_rate)
+  tx = optim.default_rule(config.train.learning_rate)
   keys = jax.random.split(jax.random.key(seed), 4)
   base = init_fn(keys[0])
   base, _ = training.train(base, data, key=keys[1], steps=steps_base,

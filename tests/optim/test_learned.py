@@ -170,3 +170,18 @@ def test_plain_adam_meta_gradient_nan():
   loss = functools.partial(_unrolled_loss,
                            make_rule=lambda s: optax.adam(0.05 * jnp.exp(s)))
   assert np.isnan(float(jax.grad(loss)(jnp.float32(0.0))))
+
+
+def test_entries_without_gradient_stay_put():
+  # A random rule has nonzero decay and correction terms, which move every
+  # entry that has had a gradient, but not the one whose gradient is always zero.
+  tx = optim.learned_optimizer(optim.init_meta_params(jax.random.key(3)))
+  params = {"w": jnp.array([0.5, -0.3, 0.7])}
+  state = tx.init(params)
+  for step in range(5):
+    grads = {"w": jnp.array([0.1 * (step + 1), -0.2, 0.0])}
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+  assert float(params["w"][2]) == float(jnp.float32(0.7))
+  assert float(params["w"][0]) != 0.5
+  assert float(params["w"][1]) != -0.3
