@@ -47,11 +47,18 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   config.merge.classes_a = (0, 1, 2, 3, 4)
   config.merge.classes_b = (5, 6, 7, 8, 9)
   config.merge.grid_points = 11
-  # The learned merge: G_interpolate scores proposals on a fitting part of the
-  # validation split and the rest (this share, stratified by digit) chooses
-  # among the best fixed merge and the search's best candidates.
+  # The learned merge: G_interpolate scores its proposals on the fitting split,
+  # and the selection split chooses among the best fixed merge and the search's
+  # best candidates. "train": the training split fits and the whole validation
+  # split selects, the split on which the fixed methods pick their coefficient.
+  # "valid_part": a part of the validation split fits and the rest (the
+  # `selection_fraction` share, stratified by digit) selects.
+  config.merge.fit_split = "train"
   config.merge.selection_fraction = 0.5
   config.merge.selection_candidates = 16
+  # Let G rescale each hidden layer's units to target statistics measured on
+  # the training split's inputs.
+  config.merge.rescale = True
   # Start G_interpolate at the best fixed merge instead of near uniform.
   config.merge.warm_start = True
 
@@ -159,7 +166,9 @@ SCHEMA = {
     "merge.grid_points": validation.IntRange(2),
     "merge.selection_fraction": validation.FloatRange(0.0, 1.0, low_inclusive=False,
                                                       high_inclusive=False),
+    "merge.fit_split": validation.OneOf(("train", "valid_part")),
     "merge.selection_candidates": validation.IntRange(1),
+    "merge.rescale": validation.OneOf((True, False)),
     "merge.warm_start": validation.OneOf((True, False)),
     "transformer.width": validation.IntRange(1),
     "transformer.heads": validation.IntRange(1),
