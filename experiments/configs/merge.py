@@ -1,8 +1,8 @@
 """Settings of `python -m experiments.merge`: alignment barriers, merges, hybrids and orders.
 
-Presets: "default" (about 45 minutes on two CPU cores shared with five other
+Presets: "default" (about 40 minutes on two CPU cores shared with five other
 jobs at a load average of 8 to 16, an estimate summed from stage times: the
-merge stage took 20 minutes and the combination stage 10.5), "smoke" (for the
+merge stage took 12.5 minutes and the combination stage 10.5), "smoke" (for the
 tests; 2 to 9 minutes on that machine, depending on its load) and "large" (the
 same study at GPU or TPU size, not run yet).
 """

@@ -104,10 +104,11 @@ def _three_deep_mlps():
 _merge_jit = jax.jit(interpolate_search.merge_network)
 
 
-def _pre_activations(layers, x, upto):
-  for layer in layers[:upto]:
+def _pre_activations(layers, x, index):
+  """Return layer `index`'s pre-activation on inputs `x` of the whole network."""
+  for layer in layers[:index]:
     x = network.apply_layer(layer, x)
-  return x @ layers[upto].params["w"] + layers[upto].params["b"]
+  return x @ layers[index].params["w"] + layers[index].params["b"]
 
 
 def test_rescale_matches_target_statistics():
@@ -122,11 +123,11 @@ def test_rescale_matches_target_statistics():
   rescaled = _merge_jit(choice, unit, basis, jnp.array([1.0, 1.0, 1.0]))
   for i in (0, 1):
     # Each hidden unit's mean and std on x become the parents' interpolated ones.
-    stats_a = _pre_activations(a, x, i)
-    stats_b = _pre_activations(b, x, i)
+    pre_a = _pre_activations(a, x, i)
+    pre_b = _pre_activations(b, x, i)
     z = _pre_activations(rescaled, x, i)
-    expected_mean = (1 - t) * jnp.mean(stats_a, 0) + t * jnp.mean(stats_b, 0)
-    expected_std = (1 - t) * jnp.std(stats_a, 0) + t * jnp.std(stats_b, 0)
+    expected_mean = (1 - t) * jnp.mean(pre_a, 0) + t * jnp.mean(pre_b, 0)
+    expected_std = (1 - t) * jnp.std(pre_a, 0) + t * jnp.std(pre_b, 0)
     np.testing.assert_allclose(jnp.mean(z, 0), expected_mean, atol=1e-4, err_msg=f"layer {i}")
     np.testing.assert_allclose(jnp.std(z, 0), expected_std, rtol=1e-3, atol=1e-4,
                                err_msg=f"layer {i}")
@@ -183,7 +184,8 @@ def test_interpolate_problem_samples_rescaling():
   many = problem.sample(g_params, jax.random.key(6), 512)
   # A logit margin of 3 between two options gives P = e^3 / (e^3 + 1), about 0.95.
   share = np.mean(many["rescale"], axis=0)
-  assert share[0] > 0.9 and share[1] < 0.1
+  assert share[0] > 0.9
+  assert share[1] < 0.1
 
 
 def test_combine_problem_scores_hybrids():
