@@ -184,14 +184,20 @@ def _merge_section(merge: dict, config) -> list[str]:
                  f"{run['learned']['candidates_scored']} candidates scored, "
                  f"{run['learned']['quarantined']} quarantined.")
   s = merge["summary"]
+  # Computed from the runs, so that a merge stage stored before these means were added renders.
+  learned_valid = np.mean([run["learned"]["selected"]["valid_accuracy"] for run in merge["runs"]])
+  fixed_valid = np.mean([run["best_fixed"]["best_valid_accuracy"] for run in merge["runs"]])
+  learned_loss = np.mean([run["learned"]["selected"]["test_loss"] for run in merge["runs"]])
+  fixed_loss = np.mean([run["learned"]["candidates"]["best_fixed"]["test_loss"]
+                        for run in merge["runs"]])
   lines += ["", f"Mean test accuracy over {s['runs']} seeds: learned (selected) "
             f"{s['learned_test_accuracy_mean']:.4f}, best fixed "
             f"{s['best_fixed_test_accuracy_mean']:.4f}, archive best by fitting score without "
             f"selection {s['archive_best_test_accuracy_mean']:.4f}. The learned merge wins on "
             f"{s['learned_wins']} of {s['runs']} seeds and ties on {s['learned_ties']}. Mean "
-            f"validation accuracy: learned {s['learned_valid_accuracy_mean']:.4f}, best fixed "
-            f"{s['best_fixed_valid_accuracy_mean']:.4f}. Goal "
-            "(learned beats best fixed on the mean): "
+            f"validation accuracy: learned {learned_valid:.4f}, best fixed {fixed_valid:.4f}. "
+            f"Mean test cross-entropy: learned {learned_loss:.4f}, best fixed {fixed_loss:.4f}. "
+            "Goal (learned beats best fixed on the mean): "
             f"{'met' if merge['goal_met'] else 'not met'}.", ""]
   return lines
 
