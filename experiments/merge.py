@@ -124,7 +124,7 @@ def _fitting_text(merge: dict, config) -> str:
 
 def _merge_section(merge: dict, config) -> list[str]:
   """Render the fixed and learned merges: test and validation accuracy per seed."""
-  rescaled = "best_fixed_rescaled" in merge["runs"][0]["learned"]["candidates"]
+  rescaled = "best_fixed_rescaled" in merge["runs"][0]["learned"]
   lines = ["## Fixed merges against the learned merge", "",
            f"Per merge seed: a base MLP trained {config.merge.base_steps} steps on all digits, "
            f"fine-tuned {config.merge.finetune_steps} steps on digits "
@@ -134,11 +134,14 @@ def _merge_section(merge: dict, config) -> list[str]:
            f"grid points by `{merge['objective']}`. " + _fitting_text(merge, config)
            + (" G starts at the best fixed merge." if config.merge.warm_start else "")
            + f" The learned merge is the candidate with the best selection `{merge['objective']}` "
-           "among the best fixed merge"
-           + (", the best fixed merge with every hidden layer rescaled" if rescaled else "")
-           + f", G's most likely merge and the {config.merge.selection_candidates} best archive "
-           "members by fitting score; the best fixed merge wins ties. Accuracies are on all ten "
-           "digits, one run per seed; the test split is used for nothing else.", "",
+           "among the best fixed merge, G's most likely merge"
+           + (f" and the {config.merge.selection_candidates} best archive members by fitting score"
+              if config.merge.selection_candidates else "")
+           + "; the best fixed merge wins ties. The best archive member by fitting score"
+           + (" and the best fixed merge with every hidden layer rescaled are" if rescaled
+              else " is")
+           + " reported for comparison. Accuracies are on all ten digits, one run per seed; the "
+           "test split is used for nothing else.", "",
            "Test accuracy:", ""]
   extra = ["best fixed + rescale"] if rescaled else []
   rows = []
@@ -150,7 +153,7 @@ def _merge_section(merge: dict, config) -> list[str]:
     row += [run["fixed"][m]["best_test_accuracy"] for m in interpolation.METHODS]
     row += [run["best_fixed"]["method"], run["best_fixed"]["best_test_accuracy"]]
     if rescaled:
-      row.append(learned["candidates"]["best_fixed_rescaled"]["test_accuracy"])
+      row.append(learned["best_fixed_rescaled"]["test_accuracy"])
     row += [learned["selected"]["test_accuracy"], learned["selected"]["source"],
             learned["archive_best"]["test_accuracy"], learned["generator_mode"]["test_accuracy"]]
     rows.append(row)
@@ -168,7 +171,7 @@ def _merge_section(merge: dict, config) -> list[str]:
     row = [run["seed"]] + [run["fixed"][m]["best_valid_accuracy"] for m in interpolation.METHODS]
     row.append(run["best_fixed"]["best_valid_accuracy"])
     if rescaled:
-      row.append(learned["candidates"]["best_fixed_rescaled"]["valid_accuracy"])
+      row.append(learned["best_fixed_rescaled"]["valid_accuracy"])
     row.append(learned["selected"]["valid_accuracy"])
     rows.append(row)
   lines.append(common.markdown_table(

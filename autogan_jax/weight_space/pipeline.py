@@ -341,13 +341,14 @@ def _learned_merge(config, result: adversarial.SearchResult, evaluate,
                    rescalable: jax.Array | None) -> dict[str, Any]:
   """Choose the learned merge on the selection split among the search's candidates.
 
-  The candidates are the best fixed merge, the best fixed merge with every
-  rescalable layer rescaled (when `rescalable`, a [layers] 0/1 mask, is
-  given), G's most likely configuration and the
-  `config.merge.selection_candidates` best archive members by their score on
-  the fitting split. The candidate with the best selection-split score under
-  `config.search.objective` is the learned merge, and the best fixed merge
-  wins ties, so on the selection split the learned merge is never worse.
+  The candidates are the best fixed merge, G's most likely configuration and
+  the `config.merge.selection_candidates` best archive members by their score
+  on the fitting split. The candidate with the best selection-split score
+  under `config.search.objective` is the learned merge, and the best fixed
+  merge wins ties, so on the selection split the learned merge is never
+  worse. Two more configurations are scored for the report only: the best
+  archive member and, when `rescalable` (a [layers] 0/1 mask) is given, the
+  best fixed merge with every rescalable layer rescaled.
   """
   objective = config.search.objective
   g_params = result.state.g_params
@@ -356,29 +357,40 @@ def _learned_merge(config, result: adversarial.SearchResult, evaluate,
             jnp.argmax(g_params["rescale_logits"], -1).astype(jnp.float32))
   filled = int(result.archive.size)
   order = np.argsort(-np.asarray(result.archive.scores[:filled]), kind="stable")
-  top = order[:config.merge.selection_candidates]
+  eligible_archive = min(config.merge.selection_candidates, filled)
+  top = order[:max(eligible_archive, 1)]
   fixed_choice, fixed_coefficient = best_fixed_config
-  named = [("best_fixed", fixed_choice, fixed_coefficient, jnp.zeros(fixed_coefficient.shape))]
+  named = [("best_fixed", fixed_choice, fixed_coefficient, jnp.zeros(fixed_coefficient.shape)),
+           ("generator_mode",) + g_mode]
   if rescalable is not None:
     named.append(("best_fixed_rescaled", fixed_choice, fixed_coefficient, rescalable))
-  named.append(("generator_mode",) + g_mode)
   names = [row[0] for row in named] + [f"archive_rank_{rank}" for rank in range(len(top))]
+  eligible = np.array([name in ("best_fixed", "generator_mode") for name in names[:len(named)]]
+                      + [rank < eligible_archive for rank in range(len(top))])
   samples = result.archive.samples
   choices = jnp.concatenate([jnp.stack([row[1] for row in named]), samples["choice"][top]])
   coefficients = jnp.concatenate([jnp.stack([row[2] for row in named]),
                                   samples["coefficient"][top]])
   rescales = jnp.concatenate([jnp.stack([row[3] for row in named]), samples["rescale"][top]])
   split_scores = jax.device_get(evaluate(choices, coefficients, rescales))
-  chosen = _best_index(split_scores["select"], objective)
-  candidates = {name: _entry(choices[i], coefficients[i],
-                             rescales[i] if rescalable is not None else None, split_scores, i)
-                for i, name in enumerate(names)}
-  return {"selected": {"source": names[chosen], **candidates[names[chosen]]},
-          "archive_best": candidates["archive_rank_0"],
-          "generator_mode": candidates["generator_mode"],
-          "candidates": candidates,
-          "quarantined": int(result.archive.quarantined),
-          "candidates_scored": filled}
+  entries = {name: _entry(choices[i], coefficients[i],
+                          rescales[i] if rescalable is not None else None, split_scores, i)
+             for i, name in enumerate(names)}
+
+  # Configurations outside the candidates can never be chosen.
+  select = split_scores["select"]
+  chosen_scores = {"accuracy": np.where(eligible, select["accuracy"], -np.inf),
+                   "loss": np.where(eligible, select["loss"], np.inf)}
+  chosen = names[_best_index(chosen_scores, objective)]
+  learned = {"selected": {"source": chosen, **entries[chosen]},
+             "archive_best": entries["archive_rank_0"],
+             "generator_mode": entries["generator_mode"],
+             "candidates": {name: entries[name] for name, ok in zip(names, eligible) if ok},
+             "quarantined": int(result.archive.quarantined),
+             "candidates_scored": filled}
+  if rescalable is not None:
+    learned["best_fixed_rescaled"] = entries["best_fixed_rescaled"]
+  return learned
 
 
 def merge_stage(config, key: jax.Array, data: datasets.ArraySplits,

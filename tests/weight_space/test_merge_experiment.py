@@ -52,9 +52,10 @@ def test_smoke_study_writes_report_and_resumes(tmp_path):
   assert learned["selected"]["valid_loss"] == pytest.approx(learned["selected"]["select_loss"])
   assert learned["candidates"]["best_fixed"]["test_accuracy"] == pytest.approx(
       run["best_fixed"]["best_test_accuracy"])
-  assert len(learned["candidates"]) == 3 + config.merge.selection_candidates
+  assert set(learned["candidates"]) == {"best_fixed", "generator_mode"} | {
+      f"archive_rank_{rank}" for rank in range(config.merge.selection_candidates)}
   # Rescaling every hidden layer of the best fixed merge changes its scores.
-  rescaled = learned["candidates"]["best_fixed_rescaled"]
+  rescaled = learned["best_fixed_rescaled"]
   assert rescaled["layers"][0].endswith(" + rescale")
   assert rescaled["valid_loss"] != pytest.approx(learned["candidates"]["best_fixed"]["valid_loss"])
   assert "best fixed + rescale" in (tmp_path / "report.md").read_text()
