@@ -103,6 +103,109 @@ def _number(value) -> str:
   return "n/a" if value is None else f"{value:.3f}"
 
 
+def _fitting_text(merge: dict, config) -> str:
+  """Describe on which data G_interpolate fits and the learned merge is chosen."""
+  sizes = merge["split_sizes"]
+  if config.merge.fit_split == "train":
+    data = (f"G_interpolate scores its proposals on the training split ({sizes['fit']} digits, "
+            "which the base saw and each parent saw half of), and the learned merge is chosen "
+            f"on the whole validation split ({sizes['select']}), the same data on which the "
+            "fixed methods pick their coefficient.")
+  else:
+    data = (f"The validation split is divided, stratified by digit, into a fitting part "
+            f"({sizes['fit']}) and a selection part ({sizes['select']}). G_interpolate scores "
+            "its proposals on the fitting part and the learned merge is chosen on the "
+            "selection part.")
+  rescale = (" G also chooses per hidden layer whether to rescale its units' pre-activations "
+             "to the mean and standard deviation that the parents' units have on the training "
+             "inputs, interpolated like the merge (REPAIR); fixed methods have no such step."
+             if config.merge.rescale else "")
+  return data + rescale
+
+
+def _merge_section(merge: dict, config) -> list[str]:
+  """Render the fixed and learned merges: test and validation accuracy per seed."""
+  rescaled = "best_fixed_rescaled" in merge["runs"][0]["learned"]
+  lines = ["## Fixed merges against the learned merge", "",
+           f"Per merge seed: a base MLP trained {config.merge.base_steps} steps on all digits, "
+           f"fine-tuned {config.merge.finetune_steps} steps on digits "
+           f"{tuple(config.merge.classes_a)} (parent A) and {tuple(config.merge.classes_b)} "
+           f"(parent B). Each fixed method's coefficient is chosen on the whole validation "
+           f"split ({merge['split_sizes']['valid']} digits) over {config.merge.grid_points} "
+           f"grid points by `{merge['objective']}`. " + _fitting_text(merge, config)
+           + (" G starts at the best fixed merge." if config.merge.warm_start else "")
+           + f" The learned merge is the candidate with the best selection `{merge['objective']}` "
+           "among the best fixed merge, G's most likely merge"
+           + (f" and the {config.merge.selection_candidates} best archive members by fitting score"
+              if config.merge.selection_candidates else "")
+           + "; the best fixed merge wins ties. The best archive member by fitting score"
+           + (" and the best fixed merge with every hidden layer rescaled are" if rescaled
+              else " is")
+           + " reported for comparison. Accuracies are on all ten digits, one run per seed; the "
+           "test split is used for nothing else.", "",
+           "Test accuracy:", ""]
+  extra = ["best fixed + rescale"] if rescaled else []
+  rows = []
+  for run in merge["runs"]:
+    nets = run["networks"]
+    learned = run["learned"]
+    row = [run["seed"], nets["base"]["test"]["accuracy"], nets["parent_a"]["test"]["accuracy"],
+           nets["parent_b"]["test"]["accuracy"]]
+    row += [run["fixed"][m]["best_test_accuracy"] for m in interpolation.METHODS]
+    row += [run["best_fixed"]["method"], run["best_fixed"]["best_test_accuracy"]]
+    if rescaled:
+      row.append(learned["best_fixed_rescaled"]["test_accuracy"])
+    row += [learned["selected"]["test_accuracy"], learned["selected"]["source"],
+            learned["archive_best"]["test_accuracy"], learned["generator_mode"]["test_accuracy"]]
+    rows.append(row)
+  lines.append(common.markdown_table(
+      ["seed", "base", "parent A", "parent B"] + list(interpolation.METHODS)
+      + ["best fixed (by valid)", "best fixed"] + extra
+      + ["learned (selected)", "selected candidate", "archive best (by fit)", "G mode"], rows))
+  chooses = ("the learned merge" if config.merge.fit_split == "train"
+             else "in part the learned merge")
+  lines += [f"Validation accuracy (the split that chooses every fixed coefficient and {chooses}):",
+            ""]
+  rows = []
+  for run in merge["runs"]:
+    learned = run["learned"]
+    row = [run["seed"]] + [run["fixed"][m]["best_valid_accuracy"] for m in interpolation.METHODS]
+    row.append(run["best_fixed"]["best_valid_accuracy"])
+    if rescaled:
+      row.append(learned["best_fixed_rescaled"]["valid_accuracy"])
+    row.append(learned["selected"]["valid_accuracy"])
+    rows.append(row)
+  lines.append(common.markdown_table(
+      ["seed"] + list(interpolation.METHODS) + ["best fixed"] + extra + ["learned (selected)"],
+      rows))
+  for run in merge["runs"]:
+    selected = run["learned"]["selected"]
+    lines.append(f"- Seed {run['seed']}: learned layers {selected['layers']} (selection "
+                 f"loss {selected['select_loss']:.4f}, best fixed "
+                 f"{run['learned']['candidates']['best_fixed']['select_loss']:.4f}); best fixed "
+                 f"{run['best_fixed']['method']} at coefficient "
+                 f"{run['best_fixed']['best_coefficient']:.3g}; "
+                 f"{run['learned']['candidates_scored']} candidates scored, "
+                 f"{run['learned']['quarantined']} quarantined.")
+  s = merge["summary"]
+  # Computed from the runs, so that a merge stage stored before these means were added renders.
+  learned_valid = np.mean([run["learned"]["selected"]["valid_accuracy"] for run in merge["runs"]])
+  fixed_valid = np.mean([run["best_fixed"]["best_valid_accuracy"] for run in merge["runs"]])
+  learned_loss = np.mean([run["learned"]["selected"]["test_loss"] for run in merge["runs"]])
+  fixed_loss = np.mean([run["learned"]["candidates"]["best_fixed"]["test_loss"]
+                        for run in merge["runs"]])
+  lines += ["", f"Mean test accuracy over {s['runs']} seeds: learned (selected) "
+            f"{s['learned_test_accuracy_mean']:.4f}, best fixed "
+            f"{s['best_fixed_test_accuracy_mean']:.4f}, archive best by fitting score without "
+            f"selection {s['archive_best_test_accuracy_mean']:.4f}. The learned merge wins on "
+            f"{s['learned_wins']} of {s['runs']} seeds and ties on {s['learned_ties']}. Mean "
+            f"validation accuracy: learned {learned_valid:.4f}, best fixed {fixed_valid:.4f}. "
+            f"Mean test cross-entropy: learned {learned_loss:.4f}, best fixed {fixed_loss:.4f}. "
+            "Goal (learned beats best fixed on the mean): "
+            f"{'met' if merge['goal_met'] else 'not met'}.", ""]
+  return lines
+
+
 def markdown(report: dict, config) -> str:
   """Render the report as markdown with every figure's seeds, split and run count."""
   barrier = report["barrier"]
@@ -129,56 +232,7 @@ def markdown(report: dict, config) -> str:
             f"pair): {'met' if barrier['goal_met'] else 'not met'}.", ""]
 
   merge = report["merge"]
-  sizes = merge["split_sizes"]
-  lines += ["## Fixed merges against the learned merge", "",
-            f"Per merge seed: a base MLP trained {config.merge.base_steps} steps on all digits, "
-            f"fine-tuned {config.merge.finetune_steps} steps on digits "
-            f"{tuple(config.merge.classes_a)} (parent A) and {tuple(config.merge.classes_b)} "
-            f"(parent B). Each fixed method's coefficient is chosen on the whole validation "
-            f"split ({sizes['valid']} digits) over {config.merge.grid_points} grid points by "
-            f"`{merge['objective']}`. The validation split is divided, stratified by digit, "
-            f"into a fitting part ({sizes['fit']}) and a selection part ({sizes['select']}). "
-            "G_interpolate"
-            + (" starts at the best fixed merge and" if config.merge.warm_start else "")
-            + " scores its proposals on the fitting part. The learned merge is the candidate "
-            f"with the best selection-part `{merge['objective']}` among the best fixed merge, "
-            f"G's most likely merge and the {config.merge.selection_candidates} best archive "
-            "members by fitting score; the best fixed merge wins ties. Accuracies are on the "
-            "test split, all ten digits, one run per seed; the test split is used for nothing "
-            "else.", ""]
-  rows = []
-  for run in merge["runs"]:
-    nets = run["networks"]
-    learned = run["learned"]
-    row = [run["seed"], nets["base"]["test"]["accuracy"], nets["parent_a"]["test"]["accuracy"],
-           nets["parent_b"]["test"]["accuracy"]]
-    row += [run["fixed"][m]["best_test_accuracy"] for m in interpolation.METHODS]
-    row += [run["best_fixed"]["method"], run["best_fixed"]["best_test_accuracy"],
-            learned["selected"]["test_accuracy"], learned["selected"]["source"],
-            learned["archive_best"]["test_accuracy"], learned["generator_mode"]["test_accuracy"]]
-    rows.append(row)
-  lines.append(common.markdown_table(
-      ["seed", "base", "parent A", "parent B"] + list(interpolation.METHODS)
-      + ["best fixed (by valid)", "best fixed", "learned (selected)", "selected candidate",
-         "archive best (by fit)", "G mode"], rows))
-  for run in merge["runs"]:
-    selected = run["learned"]["selected"]
-    lines.append(f"- Seed {run['seed']}: learned layers {selected['layers']} (selection "
-                 f"loss {selected['select_loss']:.4f}, best fixed "
-                 f"{run['learned']['candidates']['best_fixed']['select_loss']:.4f}); best fixed "
-                 f"{run['best_fixed']['method']} at coefficient "
-                 f"{run['best_fixed']['best_coefficient']:.3g}; "
-                 f"{run['learned']['candidates_scored']} candidates scored, "
-                 f"{run['learned']['quarantined']} quarantined.")
-  s = merge["summary"]
-  lines += ["", f"Mean test accuracy over {s['runs']} seeds: learned (selected) "
-            f"{s['learned_test_accuracy_mean']:.4f}, best fixed "
-            f"{s['best_fixed_test_accuracy_mean']:.4f}, archive best by fitting score without "
-            f"selection {s['archive_best_test_accuracy_mean']:.4f}. The learned merge wins on "
-            f"{s['learned_wins']} of {s['runs']} seeds and ties on {s['learned_ties']}. Goal "
-            "(learned beats best fixed on the mean): "
-            f"{'met' if merge['goal_met'] else 'not met'}.", ""]
-
+  lines += _merge_section(merge, config)
   comb = report["combination"]
   lines += ["## Module hybrids of two transformer fine-tunes", "",
             "Parents: a transformer-like network (embed, attention and feed-forward blocks, "

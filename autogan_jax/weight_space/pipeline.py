@@ -11,8 +11,10 @@ stages and resumes an interrupted search.
 2. merge: per merge seed, a base MLP trained briefly on all digits and two
    fine-tunes on different digit subsets. Every fixed method is tuned over its
    coefficient grid on the validation split and compared with G_interpolate's
-   learned merge, which is fitted on one part of the validation split and
-   chosen on the other, by test accuracy on all ten digits.
+   learned merge, by test accuracy on all ten digits. G_interpolate is fitted
+   on the training split and the learned merge chosen on the validation split,
+   or (`config.merge.fit_split="valid_part"`) fitted on one part of the
+   validation split and chosen on the other.
 3. transformers: a base transformer-like network and two fine-tunes on the
    same subsets.
 4. combination: module, layer-range and mixture hybrids of the two
@@ -255,14 +257,19 @@ def _specialised_parents(config, seed: int, data: datasets.ArraySplits, init_fn,
 
 @jax.jit
 def _merge_scores(basis: interpolate_search.MergeBasis, choices: jax.Array,
-                  coefficients: jax.Array, splits: dict[str, tuple[jax.Array, jax.Array]]):
-  """Return {split: {"loss", "accuracy"}} of merge configurations [count, layers, ...]."""
+                  coefficients: jax.Array, rescales: jax.Array,
+                  splits: dict[str, tuple[jax.Array, jax.Array]]):
+  """Return {split: {"loss", "accuracy"}} of merge configurations [count, layers, ...].
 
-  def one(choice, coefficient):
-    merged = interpolate_search.merge_network(choice, coefficient, basis)
+  `rescales` [count, layers] is ignored when `basis` has no activation statistics.
+  """
+
+  def one(choice, coefficient, rescale):
+    merged = interpolate_search.merge_network(choice, coefficient, basis,
+                                              rescale if basis.can_rescale else None)
     return {name: _scores(merged, x, y) for name, (x, y) in splits.items()}
 
-  return jax.vmap(one)(choices, coefficients)
+  return jax.lax.map(lambda args: one(*args), (choices, coefficients, rescales), batch_size=16)
 
 
 def split_validation(data: datasets.ArraySplits, selection_fraction: float,
@@ -299,7 +306,7 @@ def _fixed_merges(evaluate, num_layers: int, grid_points: int,
     choices, coefficients = jax.vmap(
         lambda c, method=method: interpolate_search.uniform_config(method, c, num_layers))(
             jnp.asarray(grid, jnp.float32))
-    result = jax.device_get(evaluate(choices, coefficients))
+    result = jax.device_get(evaluate(choices, coefficients, jnp.zeros(coefficients.shape)))
     valid, test = result["valid"], result["test"]
     best = _best_index(valid, objective)
     fixed[method] = {"grid": grid.tolist(),
@@ -313,9 +320,10 @@ def _fixed_merges(evaluate, num_layers: int, grid_points: int,
   return fixed
 
 
-def _entry(choice, coefficient, split_scores: Mapping[str, Any], index: int) -> dict[str, Any]:
+def _entry(choice, coefficient, rescale, split_scores: Mapping[str, Any],
+           index: int) -> dict[str, Any]:
   """Describe one merge configuration with its scores on every split."""
-  entry = {"layers": interpolate_search.describe(choice, coefficient)}
+  entry = {"layers": interpolate_search.describe(choice, coefficient, rescale)}
   for split, values in split_scores.items():
     entry[f"{split}_accuracy"] = float(values["accuracy"][index])
     entry[f"{split}_loss"] = float(values["loss"][index])
@@ -323,38 +331,60 @@ def _entry(choice, coefficient, split_scores: Mapping[str, Any], index: int) -> 
 
 
 def _learned_merge(config, result: adversarial.SearchResult, evaluate,
-                   best_fixed_config: tuple[jax.Array, jax.Array]) -> dict[str, Any]:
-  """Choose the learned merge on the selection part among the search's candidates.
+                   best_fixed_config: tuple[jax.Array, jax.Array],
+                   rescalable: jax.Array | None) -> dict[str, Any]:
+  """Choose the learned merge on the selection split among the search's candidates.
 
   The candidates are the best fixed merge, G's most likely configuration and
   the `config.merge.selection_candidates` best archive members by their score
-  on the fitting part. The candidate with the best selection-part score under
-  `config.search.objective` is the learned merge, and the best fixed merge
-  wins ties, so on the selection part the learned merge is never worse.
+  on the fitting split. The candidate with the best selection-split score
+  under `config.search.objective` is the learned merge, and the best fixed
+  merge wins ties, so on the selection split the learned merge is never
+  worse. Two more configurations are scored for the report only: the best
+  archive member and, when `rescalable` (a [layers] 0/1 mask) is given, the
+  best fixed merge with every rescalable layer rescaled.
   """
   objective = config.search.objective
   g_params = result.state.g_params
   g_mode = (jax.nn.one_hot(jnp.argmax(g_params["logits"], -1), len(interpolate_search.CHOICES)),
-            jax.nn.sigmoid(g_params["coefficient_mean"]))
+            jax.nn.sigmoid(g_params["coefficient_mean"]),
+            jnp.argmax(g_params["rescale_logits"], -1).astype(jnp.float32))
   filled = int(result.archive.size)
   order = np.argsort(-np.asarray(result.archive.scores[:filled]), kind="stable")
-  top = order[:config.merge.selection_candidates]
-  names = (["best_fixed", "generator_mode"]
-           + [f"archive_rank_{rank}" for rank in range(len(top))])
-  choices = jnp.concatenate([best_fixed_config[0][None], g_mode[0][None],
-                             result.archive.samples["choice"][top]])
-  coefficients = jnp.concatenate([best_fixed_config[1][None], g_mode[1][None],
-                                  result.archive.samples["coefficient"][top]])
-  split_scores = jax.device_get(evaluate(choices, coefficients))
-  chosen = _best_index(split_scores["select"], objective)
-  candidates = {name: _entry(choices[i], coefficients[i], split_scores, i)
-                for i, name in enumerate(names)}
-  return {"selected": {"source": names[chosen], **candidates[names[chosen]]},
-          "archive_best": candidates["archive_rank_0"],
-          "generator_mode": candidates["generator_mode"],
-          "candidates": candidates,
-          "quarantined": int(result.archive.quarantined),
-          "candidates_scored": filled}
+  eligible_archive = min(config.merge.selection_candidates, filled)
+  top = order[:max(eligible_archive, 1)]
+  fixed_choice, fixed_coefficient = best_fixed_config
+  named = [("best_fixed", fixed_choice, fixed_coefficient, jnp.zeros(fixed_coefficient.shape)),
+           ("generator_mode",) + g_mode]
+  if rescalable is not None:
+    named.append(("best_fixed_rescaled", fixed_choice, fixed_coefficient, rescalable))
+  names = [row[0] for row in named] + [f"archive_rank_{rank}" for rank in range(len(top))]
+  eligible = np.array([name in ("best_fixed", "generator_mode") for name in names[:len(named)]]
+                      + [rank < eligible_archive for rank in range(len(top))])
+  samples = result.archive.samples
+  choices = jnp.concatenate([jnp.stack([row[1] for row in named]), samples["choice"][top]])
+  coefficients = jnp.concatenate([jnp.stack([row[2] for row in named]),
+                                  samples["coefficient"][top]])
+  rescales = jnp.concatenate([jnp.stack([row[3] for row in named]), samples["rescale"][top]])
+  split_scores = jax.device_get(evaluate(choices, coefficients, rescales))
+  entries = {name: _entry(choices[i], coefficients[i],
+                          rescales[i] if rescalable is not None else None, split_scores, i)
+             for i, name in enumerate(names)}
+
+  # Configurations outside the candidates can never be chosen.
+  select = split_scores["select"]
+  chosen_scores = {"accuracy": np.where(eligible, select["accuracy"], -np.inf),
+                   "loss": np.where(eligible, select["loss"], np.inf)}
+  chosen = names[_best_index(chosen_scores, objective)]
+  learned = {"selected": {"source": chosen, **entries[chosen]},
+             "archive_best": entries["archive_rank_0"],
+             "generator_mode": entries["generator_mode"],
+             "candidates": {name: entries[name] for name, ok in zip(names, eligible) if ok},
+             "quarantined": int(result.archive.quarantined),
+             "candidates_scored": filled}
+  if rescalable is not None:
+    learned["best_fixed_rescaled"] = entries["best_fixed_rescaled"]
+  return learned
 
 
 def merge_stage(config, key: jax.Array, data: datasets.ArraySplits,
@@ -362,10 +392,15 @@ def merge_stage(config, key: jax.Array, data: datasets.ArraySplits,
   """Compare every fixed method, tuned on its grid, with G_interpolate's learned merge.
 
   Fixed methods pick their coefficient on the whole validation split. The
-  learned merge splits the validation data into a fitting part, which scores
-  G_interpolate's proposals, and a selection part, which chooses among the
-  search's best candidates and the best fixed merge (see `_learned_merge`).
-  The test split is only reported.
+  learned merge has a fitting split, which scores G_interpolate's proposals,
+  and a selection split, which chooses among the search's best candidates and
+  the best fixed merge (see `_learned_merge`). With `config.merge.fit_split`
+  "train" these are the training split and the whole validation split, so
+  the learned merge and the fixed methods are chosen on the same data. With
+  "valid_part" they are two parts of the validation split (see
+  `split_validation`). With `config.merge.rescale`, G may also rescale each
+  hidden layer to statistics measured on the training split's inputs. The
+  test split is only reported.
   """
   cached = stages.load("merge")
   if cached is not None:
@@ -373,9 +408,13 @@ def merge_stage(config, key: jax.Array, data: datasets.ArraySplits,
   sizes = (64,) + tuple(config.mlp.hidden_sizes) + (10,)
   init_fn = lambda k: network_lib.init_mlp(k, sizes, config.mlp.activation)
   objective = config.search.objective
-  parts = split_validation(data, config.merge.selection_fraction, config.seed)
+  if config.merge.fit_split == "train":
+    parts = {"fit": data.split("train"), "select": data.split("valid")}
+  else:
+    parts = split_validation(data, config.merge.selection_fraction, config.seed)
   splits = {name: tuple(jnp.asarray(v) for v in pair) for name, pair in
             (("valid", data.split("valid")), ("test", data.split("test")), *parts.items())}
+  x_stats = jnp.asarray(data.split("train")[0]) if config.merge.rescale else None
   runs = []
   for seed in config.merge.seeds:
     like = tuple(init_fn(jax.random.key(0)) for _ in range(3))
@@ -385,7 +424,7 @@ def merge_stage(config, key: jax.Array, data: datasets.ArraySplits,
                                                config.merge.base_steps,
                                                config.merge.finetune_steps), like)
     k_dare, k_search = jax.random.split(jax.random.fold_in(key, seed))
-    basis = interpolate_search.prepare_merge(base, parent_a, parent_b, k_dare)
+    basis = interpolate_search.prepare_merge(base, parent_a, parent_b, k_dare, x_stats=x_stats)
     evaluate = functools.partial(_merge_scores, basis, splits=splits)
     num_layers = len(base)
     run = {"seed": seed, "networks": {
@@ -402,13 +441,15 @@ def merge_stage(config, key: jax.Array, data: datasets.ArraySplits,
     best_fixed_config = interpolate_search.uniform_config(
         best_fixed, fixed[best_fixed]["best_coefficient"], num_layers)
 
-    # G_interpolate and D_interpolate score proposals on the fitting part only.
+    # G_interpolate and D_interpolate score proposals on the fitting split only.
     x_fit, y_fit = splits["fit"]
     problem = interpolate_search.make_problem(
         basis, x_fit[:config.search.probe_size], x_fit, y_fit, objective=objective,
         initial_config=best_fixed_config if config.merge.warm_start else None)
     result = stages.search(f"interpolate_seed_{seed}", problem, k_search, config)
-    learned = _learned_merge(config, result, evaluate, best_fixed_config)
+    rescalable = (jnp.asarray(interpolate_search.rescalable_layers(base), jnp.float32)
+                  if basis.can_rescale else None)
+    learned = _learned_merge(config, result, evaluate, best_fixed_config, rescalable)
     run["learned"] = learned
     run["learned_beats_best_fixed"] = (learned["selected"]["test_accuracy"]
                                        > run["best_fixed"]["best_test_accuracy"])
@@ -421,6 +462,10 @@ def merge_stage(config, key: jax.Array, data: datasets.ArraySplits,
   archive_tests = [r["learned"]["archive_best"]["test_accuracy"] for r in runs]
   fixed_tests = [r["best_fixed"]["best_test_accuracy"] for r in runs]
   summary = {"learned_test_accuracy_mean": float(np.mean(learned_tests)),
+             "learned_valid_accuracy_mean": float(np.mean(
+                 [r["learned"]["selected"]["valid_accuracy"] for r in runs])),
+             "best_fixed_valid_accuracy_mean": float(np.mean(
+                 [r["best_fixed"]["best_valid_accuracy"] for r in runs])),
              "archive_best_test_accuracy_mean": float(np.mean(archive_tests)),
              "best_fixed_test_accuracy_mean": float(np.mean(fixed_tests)),
              "learned_wins": int(sum(r["learned_beats_best_fixed"] for r in runs)),

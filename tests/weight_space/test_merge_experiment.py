@@ -40,16 +40,25 @@ def test_smoke_study_writes_report_and_resumes(tmp_path):
   assert set(run["fixed"]) == set(interpolation.METHODS)
   assert 0.0 <= run["learned"]["archive_best"]["test_accuracy"] <= 1.0
 
-  # The learned merge is chosen on the selection part among candidates that
-  # include the best fixed merge, so it is never worse there.
+  # G fits on the training split and the learned merge is chosen on the whole
+  # validation split among candidates that include the best fixed merge, so it
+  # is never worse there.
   sizes = report["merge"]["split_sizes"]
-  assert sizes["fit"] + sizes["select"] == sizes["valid"] == 359
+  assert sizes["fit"] == 1078
+  assert sizes["select"] == sizes["valid"] == 359
   learned = run["learned"]
   assert learned["selected"]["source"] in learned["candidates"]
   assert learned["selected"]["select_loss"] <= learned["candidates"]["best_fixed"]["select_loss"]
+  assert learned["selected"]["valid_loss"] == pytest.approx(learned["selected"]["select_loss"])
   assert learned["candidates"]["best_fixed"]["test_accuracy"] == pytest.approx(
       run["best_fixed"]["best_test_accuracy"])
-  assert len(learned["candidates"]) == 2 + config.merge.selection_candidates
+  assert set(learned["candidates"]) == {"best_fixed", "generator_mode"} | {
+      f"archive_rank_{rank}" for rank in range(config.merge.selection_candidates)}
+  # Rescaling every hidden layer of the best fixed merge changes its scores.
+  rescaled = learned["best_fixed_rescaled"]
+  assert rescaled["layers"][0].endswith(" + rescale")
+  assert rescaled["valid_loss"] != pytest.approx(learned["candidates"]["best_fixed"]["valid_loss"])
+  assert "best fixed + rescale" in (tmp_path / "report.md").read_text()
 
   # D_combine is scored on held-out hybrids of four parent pairs.
   judge = report["combination"]["judge"]
@@ -90,6 +99,10 @@ def test_config_rejects_invalid_values():
   config = merge_config.get_config("smoke")
   config.merge.selection_fraction = 1.0
   with pytest.raises(ConfigError, match="merge.selection_fraction"):
+    merge_config.validate(config)
+  config = merge_config.get_config("smoke")
+  config.merge.fit_split = "test"
+  with pytest.raises(ConfigError, match="merge.fit_split"):
     merge_config.validate(config)
   config = merge_config.get_config("smoke")
   config.combine.metric = "f1"
