@@ -143,6 +143,8 @@ def run_exploration(workdir, config, tools: Tools, start_params, metrics_log: co
     return jax.vmap(lambda p, k: exploration.init_member(trainer, p, rule_hyper, base_hyper, k))(
         starts, jax.random.split(keys[1], size))
 
+  checkpointer = RunCheckpointer(workdir / "checkpoints" / "exploration")
+  latest = checkpointer.latest_step()
   members = init_members(start_params, keys)
   g_params = meta_opt.init_generator(float(np.log10(config.meta.learning_rate)),
                                      tuple(c.estimators))
@@ -150,16 +152,18 @@ def run_exploration(workdir, config, tools: Tools, start_params, metrics_log: co
   d_params = meta_opt.init_discriminator(keys[2])
   d_tx = optax.adam(c.d_learning_rate)
   archive_size = size * generations
+  # With a checkpoint the restored scores replace these, so the template skips
+  # compiling and running the validation runs.
+  scores = (tools.scores(members.train.meta_params) if latest is None
+            else jnp.zeros((size,), jnp.float32))
   state = ExplorationState(
       members=members, settings=meta_opt.sample_settings(g_params, keys[3], size),
-      scores=tools.scores(members.train.meta_params), g_params=g_params,
+      scores=scores, g_params=g_params,
       g_opt_state=g_tx.init(g_params), d_params=d_params, d_opt_state=d_tx.init(d_params),
       archive_features=jnp.zeros((archive_size, meta_opt.CURVE_POINTS + 4)),
       archive_improvements=jnp.zeros((archive_size,)), archive_count=jnp.zeros((), jnp.int32),
       generation=jnp.zeros((), jnp.int32), replaced=jnp.zeros((), jnp.int32))
 
-  checkpointer = RunCheckpointer(workdir / "checkpoints" / "exploration")
-  latest = checkpointer.latest_step()
   if latest is not None:
     state = checkpointer.restore(state, latest)
     logging.info("exploration: resumed from the checkpoint of generation %d.", latest)
