@@ -58,6 +58,8 @@ SCHEMA = {
     "ranking.adversarial_weight": validation.FloatRange(0.0),
     "ranking.pairwise_weight": validation.FloatRange(0.0),
     "ranking.members": validation.IntRange(1),
+    "ranking.hidden": validation.SequenceOf(validation.IntRange(1)),
+    "ranking.early_loss_prior": validation.OneOf((True, False)),
     "weights.enabled": validation.OneOf((True, False)),
     "weights.archive_size": validation.IntRange(2),
     "weights.archive_steps": validation.IntRange(1),
@@ -99,7 +101,8 @@ def _search_config(config) -> search_lib.SearchConfig:
 def _ranking_config(config) -> ranking.RankingConfig:
   r = config.ranking
   return ranking.RankingConfig(steps=r.steps, adversarial_weight=r.adversarial_weight,
-                               pairwise_weight=r.pairwise_weight, members=r.members)
+                               pairwise_weight=r.pairwise_weight, members=r.members,
+                               hidden=tuple(r.hidden))
 
 
 def _result_to_json(result: search_lib.SearchResult) -> dict:
@@ -158,6 +161,10 @@ def run_searches(config, workdir: pathlib.Path, metrics_log=None) -> dict:
   return results
 
 
+def _spearman(x, y) -> float:
+  return float(stats.spearmanr(x, y).statistic)
+
+
 def ranking_figures(config, results: dict) -> dict:
   """Rank each seed's random zoo with a D_model trained on the searches of the other seeds.
 
@@ -166,9 +173,17 @@ def ranking_figures(config, results: dict) -> dict:
   No search of the held-out seed trains D, because all of them share their
   first round with the held-out models. Figures are given per held-out seed
   and as the mean over held-out seeds.
+
+  Next to D's Spearman correlations, each held-out seed reports three
+  figures that D does not use and that bound what it can reach: minus the
+  early loss alone (D's prior when `ranking.early_loss_prior` is set), minus
+  the loss of the last five of all training steps (the curve's end, not
+  available to an early ranker), and the correlation of the held-out models'
+  validation and test accuracies (how reproducible the order to predict is).
   """
   space = _space(config)
   ranking_config = _ranking_config(config)
+  use_prior = bool(config.ranking.early_loss_prior)
   figures = {}
   for task, by_method in results.items():
     zoo = by_method.get("random")
@@ -188,29 +203,41 @@ def ranking_figures(config, results: dict) -> dict:
         rows.append(np.concatenate(parts))
       return np.stack(rows)
 
+    def early_loss_scores(result, steps=early):
+      return np.array([ranking.early_loss_score(c, steps, classes) for c in result.curves])
+
     per_seed = []
     for heldout_index, seed in enumerate(config.seeds):
       train = [runs[i] for runs in by_method.values() for i in range(len(runs))
                if i != heldout_index]
       heldout = zoo[heldout_index]
       heldout_accuracy = np.asarray(heldout.valid_accuracy)
-      last_early_loss = [float(np.nanmean(c[max(0, early - 5):early])) for c in heldout.curves]
-      figure = {"heldout_seed": int(seed), "train_models": sum(len(r.choices) for r in train),
-                "heldout_models": len(heldout.choices),
-                "spearman_minus_early_loss_baseline": float(stats.spearmanr(
-                    -np.nan_to_num(last_early_loss, nan=1e9), heldout_accuracy).statistic)}
+      figure = {
+          "heldout_seed": int(seed), "train_models": sum(len(r.choices) for r in train),
+          "heldout_models": len(heldout.choices),
+          "heldout_valid_accuracy_std": float(heldout_accuracy.std()),
+          "spearman_minus_early_loss_baseline": _spearman(early_loss_scores(heldout),
+                                                          heldout_accuracy),
+          "spearman_minus_final_loss": _spearman(
+              early_loss_scores(heldout, config.train_steps), heldout_accuracy),
+          "spearman_valid_vs_test": _spearman(heldout_accuracy, heldout.test_accuracy)}
       accuracy = np.concatenate([r.valid_accuracy for r in train])
       for label, with_curve in (("spec_and_early_curve", True), ("spec_only", False)):
         x = np.concatenate([features(r, with_curve) for r in train])
-        ranker = ranking.train_ranker(x, accuracy, jax.random.key(seed), ranking_config)
+        prior, heldout_prior = None, None
+        if with_curve and use_prior:
+          prior = np.concatenate([early_loss_scores(r) for r in train])
+          heldout_prior = early_loss_scores(heldout)
+        ranker = ranking.train_ranker(x, accuracy, jax.random.key(seed), ranking_config, prior)
         figure[f"spearman_{label}"] = ranking.spearman(ranker, features(heldout, with_curve),
-                                                       heldout_accuracy)
+                                                       heldout_accuracy, heldout_prior)
       per_seed.append(figure)
     keys = ("spearman_spec_and_early_curve", "spearman_spec_only",
-            "spearman_minus_early_loss_baseline")
+            "spearman_minus_early_loss_baseline", "spearman_minus_final_loss",
+            "spearman_valid_vs_test", "heldout_valid_accuracy_std")
     figures[task] = {
-        "early_steps": early, "split": "validation accuracy of held-out zoo models",
-        "per_seed": per_seed,
+        "early_steps": early, "early_loss_prior": use_prior,
+        "split": "validation accuracy of held-out zoo models", "per_seed": per_seed,
         **{f"{k}_mean": float(np.mean([f[k] for f in per_seed])) for k in keys}}
   return figures
 

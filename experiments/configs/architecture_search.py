@@ -44,12 +44,15 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.search.d_learning_rate = 3e-3
 
   c.ranking = ml_collections.ConfigDict()
-  c.ranking.steps = 1000
+  c.ranking.steps = 300
   c.ranking.early_fraction = 0.25
   c.ranking.curve_points = 4
   c.ranking.adversarial_weight = 1.0
   c.ranking.pairwise_weight = 1.0
   c.ranking.members = 4
+  c.ranking.hidden = (32, 32)
+  # D_model corrects minus the early training loss instead of ranking from scratch.
+  c.ranking.early_loss_prior = True
 
   c.weights = ml_collections.ConfigDict()
   c.weights.enabled = True

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
 
 from autogan_jax.core import ConfigError
 from autogan_jax.model_space import data as data_lib
@@ -138,8 +139,63 @@ def test_pairwise_loss_orders_group_below_threshold():
   spearman = {}
   for name, weights in (("adversarial", {"pairwise_weight": 0.0}),
                         ("pairwise", {"adversarial_weight": 0.0})):
-    config = ranking.RankingConfig(steps=200, members=2, min_quantile=0.3, **weights)
+    config = ranking.RankingConfig(steps=200, members=2, min_quantile=0.3, hidden=(64, 64),
+                                   **weights)
     ranker = ranking.train_ranker(features, accuracy, jax.random.key(0), config)
     spearman[name] = ranking.spearman(ranker, heldout, heldout_accuracy)
   assert spearman["pairwise"] > 0.9
   assert spearman["adversarial"] < 0.5
+
+
+def test_early_loss_score_scales_and_caps():
+  curve = np.array([3.0, 2.0, 1.0, 0.5, 9.0])
+  score = ranking.early_loss_score(curve, early_steps=4, num_classes=10, window=2)
+  np.testing.assert_allclose(score, -0.75 / np.log(10.0), rtol=1e-6)
+  diverged = np.array([2.0, np.nan, np.inf, 1e6])
+  assert ranking.early_loss_score(diverged, early_steps=4, num_classes=10, window=3) == -10.0
+  with pytest.raises(ValueError, match="early_steps"):
+    ranking.early_loss_score(curve, early_steps=0, num_classes=10)
+
+
+def _prior_task(rng, size):
+  # The prior ranks models well on its own; feature 0 shifts accuracy in a way it misses.
+  features = rng.normal(size=(size, 4)).astype(np.float32)
+  prior = rng.normal(size=size).astype(np.float32)
+  accuracy = prior + 1.2 * np.tanh(2.0 * features[:, 0])
+  return features, prior, accuracy
+
+
+def test_ranker_corrects_prior():
+  rng = np.random.default_rng(0)
+  features, prior, accuracy = _prior_task(rng, 100)
+  heldout, heldout_prior, heldout_accuracy = _prior_task(rng, 60)
+  config = ranking.RankingConfig(steps=300, members=2)
+  ranker = ranking.train_ranker(features, accuracy, jax.random.key(0), config, prior)
+  with_prior = ranking.spearman(ranker, heldout, heldout_accuracy, heldout_prior)
+  features_alone = ranking.spearman(
+      ranking.train_ranker(features, accuracy, jax.random.key(0), config), heldout,
+      heldout_accuracy)
+  prior_alone = float(stats.spearmanr(heldout_prior, heldout_accuracy).statistic)
+  shuffled = float(stats.spearmanr(rng.permutation(heldout_prior), heldout_accuracy).statistic)
+  assert prior_alone < 0.8
+  assert with_prior > 0.9
+  assert with_prior > prior_alone + 0.1
+  assert with_prior > features_alone + 0.2
+  assert with_prior > shuffled + 0.5
+
+
+def test_ranker_rejects_missing_or_bad_prior():
+  rng = np.random.default_rng(3)
+  features, prior, accuracy = _prior_task(rng, 20)
+  config = ranking.RankingConfig(steps=5, members=1)
+  with_prior = ranking.train_ranker(features, accuracy, jax.random.key(0), config, prior)
+  without_prior = ranking.train_ranker(features, accuracy, jax.random.key(0), config)
+  with pytest.raises(ValueError, match="prior"):
+    ranking.score(with_prior, features)
+  with pytest.raises(ValueError, match="prior"):
+    ranking.score(without_prior, features, prior)
+  with pytest.raises(ValueError, match="finite"):
+    ranking.train_ranker(features, accuracy, jax.random.key(0), config,
+                         np.where(np.arange(20) == 3, np.nan, prior))
+  with pytest.raises(ValueError, match="shape"):
+    ranking.train_ranker(features, accuracy, jax.random.key(0), config, prior[:5])
