@@ -50,6 +50,7 @@ SCHEMA = {
     "search.candidates_per_model": validation.IntRange(1),
     "search.explore_fraction": validation.FloatRange(0.0, 1.0),
     "search.mutation_candidates": validation.OneOf((True, False)),
+    "search.generator_draws": validation.IntRange(1),
     "search.proposal_temperature": validation.FloatRange(0.0, low_inclusive=False),
     "search.loss": validation.OneOf(("non_saturating", "hinge", "wasserstein")),
     "ranking.steps": validation.IntRange(1),
@@ -94,6 +95,7 @@ def _search_config(config) -> search_lib.SearchConfig:
       tournament_size=s.tournament_size, gan_steps=s.gan_steps, gan_batch=s.gan_batch,
       candidates_per_model=s.candidates_per_model, top_fraction=s.top_fraction,
       explore_fraction=s.explore_fraction, mutation_candidates=s.mutation_candidates,
+      generator_draws=s.generator_draws,
       proposal_temperature=s.proposal_temperature,
       loss=s.loss, g_learning_rate=s.g_learning_rate, d_learning_rate=s.d_learning_rate)
 
@@ -175,11 +177,11 @@ def ranking_figures(config, results: dict) -> dict:
   and as the mean over held-out seeds.
 
   Next to D's Spearman correlations, each held-out seed reports three
-  figures that D does not use and that bound what it can reach: minus the
-  early loss alone (D's prior when `ranking.early_loss_prior` is set), minus
-  the loss of the last five of all training steps (the curve's end, not
-  available to an early ranker), and the correlation of the held-out models'
-  validation and test accuracies (how reproducible the order to predict is).
+  reference figures that D does not use: minus the early loss alone (D's prior
+  when `ranking.early_loss_prior` is set), minus the loss of the last five of
+  all training steps (the end of the curve, which an early ranker cannot see),
+  and the Spearman correlation of the held-out models' validation and test
+  accuracies. The last one shows how reproducible the order to predict is.
   """
   space = _space(config)
   ranking_config = _ranking_config(config)
@@ -341,21 +343,30 @@ def markdown_report(config, search: dict, ranks: dict, weights: dict | None) -> 
                   f"matches or beats regularized evolution: {g['matches_evolution']} "
                   "(test accuracy of the best model, mean over seeds).\n")
   text.append("\n## D_model ranking of held-out zoo models\n")
+  columns = ("spearman_spec_and_early_curve", "spearman_spec_only",
+             "spearman_minus_early_loss_baseline", "spearman_minus_final_loss",
+             "spearman_valid_vs_test", "heldout_valid_accuracy_std")
   for task, f in ranks.items():
     if "note" in f:
       text.append(f"- {task}: {f['note']}\n")
       continue
-    per_seed = ", ".join(f"{p['spearman_spec_and_early_curve']:.3f} (seed {p['heldout_seed']})"
-                         for p in f["per_seed"])
     first = f["per_seed"][0]
-    text.append(f"- {task}: Spearman {f['spearman_spec_and_early_curve_mean']:.3f} (mean over "
-                f"{len(f['per_seed'])} held-out seeds: {per_seed}) from spec and the first "
-                f"{f['early_steps']} training steps; spec alone: "
-                f"{f['spearman_spec_only_mean']:.3f}; minus the mean loss of the last five "
-                f"early steps alone: {f['spearman_minus_early_loss_baseline_mean']:.3f}. "
-                f"Each held-out seed's {first['heldout_models']} random-search models are "
-                f"ranked by validation accuracy; D trains on the {first['train_models']} models "
-                "of the other seeds' searches.\n")
+    prior = " D corrects minus the early loss (its prior)." if f["early_loss_prior"] else ""
+    text.append(f"### {task}\n")
+    text.append(f"Spearman correlation with the validation accuracy of each held-out seed's "
+                f"{first['heldout_models']} random-search models. D trains on the "
+                f"{first['train_models']} models of the other seeds' searches and reads the "
+                f"spec and the first {f['early_steps']} of {config.train_steps} training "
+                f"steps.{prior} Minus the early loss is the mean training loss of the last five "
+                "early steps; minus the final loss uses the last five of all steps, which an "
+                "early ranker cannot see. Valid against test is the Spearman correlation of "
+                "the held-out models' validation and test accuracies: how reproducible the "
+                "order to predict is.\n")
+    rows = [[p["heldout_seed"], *(p[k] for k in columns)] for p in f["per_seed"]]
+    rows.append(["mean", *(f[f"{k}_mean"] for k in columns)])
+    text.append(_table(["held-out seed", "D: spec and early curve", "D: spec only",
+                        "minus early loss", "minus final loss", "valid against test",
+                        "std of valid acc"], rows))
   if weights is not None:
     text.append(f"\n## Generated weights against copies ({weights['spec']}, digits, seeds "
                 f"{weights['seeds']}, validation accuracy, mean over seeds of the mean over "

@@ -13,8 +13,9 @@ specs, so the methods differ only in how they choose the later rounds.
   where real is the top `top_fraction` of the archive by validation accuracy and
   the rest of the archive joins G's samples as fakes. G receives the task embedding
   and the mean rank of earlier candidates per option. Each round G proposes
-  `candidates_per_model` times as many new specs as the round trains, and as
-  many one-slot mutations of the archive's top `top_fraction` join them. D
+  `candidates_per_model` times as many new specs as the round trains (drawing
+  up to `generator_draws` batches, because G's samples often repeat specs
+  already trained), and as many one-slot mutations of the archive's top `top_fraction` join them. D
   scores the unseen candidates. The round trains the `explore_fraction` share
   best-scored G samples and fills the rest with the best-scored candidates of
   either source, so D decides between exploiting the archive's best region and
@@ -59,6 +60,9 @@ class SearchConfig:
       The rest goes to the best-scored candidates of G and mutations alike.
     mutation_candidates: whether mutations of the archive's top models join
       G's samples as candidates (False: G's samples only).
+    generator_draws: batches of G samples drawn per round at most. Drawing
+      stops once a batch's worth of specs that are neither trained nor
+      already drawn is found.
     loss: adversarial loss, one of `gan.LOSSES`.
     g_learning_rate, d_learning_rate: Adam step sizes of G and D.
     temperature: Gumbel-softmax temperature while G and D train.
@@ -77,6 +81,7 @@ class SearchConfig:
   top_fraction: float = 0.25
   explore_fraction: float = 0.25
   mutation_candidates: bool = True
+  generator_draws: int = 8
   loss: str = "non_saturating"
   g_learning_rate: float = 3e-3
   d_learning_rate: float = 3e-3
@@ -94,6 +99,7 @@ class SearchConfig:
     validation.check("top_fraction", self.top_fraction,
                      validation.FloatRange(0.0, 1.0, low_inclusive=False))
     validation.check("explore_fraction", self.explore_fraction, validation.FloatRange(0.0, 1.0))
+    validation.check("generator_draws", self.generator_draws, validation.IntRange(1))
     validation.check_choice("loss", self.loss, gan.LOSSES)
     validation.check("g_learning_rate", self.g_learning_rate,
                      validation.FloatRange(0.0, low_inclusive=False))
@@ -201,7 +207,7 @@ class AdversarialProposer:
     # The host-side pick settings do not enter compiled code, so configs that differ
     # only there share one cache entry.
     compiled_config = dataclasses.replace(config, explore_fraction=0.0,
-                                          mutation_candidates=False)
+                                          mutation_candidates=False, generator_draws=1)
     self.g_config, d_config, g_tx, d_tx, self._train, self._sample, self._score = (
         _adversarial_functions(space, compiled_config, self.task_embedding.shape[0]))
     self.state = gan.init_state(models_gan.g_model_init(k_g, self.g_config),
@@ -231,17 +237,23 @@ class AdversarialProposer:
                                       jnp.asarray(fake_weight / fake_weight.sum()), key)
     self.metrics.append({k: float(v[-1]) for k, v in metrics.items()})
 
-    sampled = np.asarray(self._sample(self.state.g_params, jax.random.fold_in(key, 10**6),
-                                      jnp.asarray(context)))
     seen = {tuple(c) for c in choices}
-    generated = self._unseen([self.space.canonical(self._argmax_slots(row)) for row in sampled],
-                             seen)
+    pool = self.config.round_size * self.config.candidates_per_model
+    generated = []
+    for draw in range(self.config.generator_draws):
+      sampled = np.asarray(self._sample(self.state.g_params,
+                                        jax.random.fold_in(key, 10**6 + draw),
+                                        jnp.asarray(context)))
+      generated += self._unseen(
+          [self.space.canonical(self._argmax_slots(row)) for row in sampled], seen)
+      if len(generated) >= pool:
+        break
+    generated = generated[:pool]
     mutants = []
     if self.config.mutation_candidates:
       parents = [choices[i] for i in order[:top]]
       mutants = self._unseen([self.space.mutate(parents[i % len(parents)], rng)
-                              for i in range(len(sampled))], seen)
-    pool = len(sampled)
+                              for i in range(pool)], seen)
     generated = self._ranked(generated, "generator", pool)
     mutants = self._ranked(mutants, "mutation", pool)
     explore = min(len(generated), int(round(self.config.explore_fraction * count)))

@@ -98,6 +98,11 @@ def test_search_config_rejects_explore_fraction():
     search.SearchConfig(explore_fraction=1.5)
 
 
+def test_search_config_rejects_zero_draws():
+  with pytest.raises(ConfigError, match="generator_draws=0"):
+    search.SearchConfig(generator_draws=0)
+
+
 def _smoke_config():
   config = config_lib.get_config("smoke")
   return config
