@@ -179,7 +179,10 @@ def train_ranker(features: np.ndarray, accuracy: np.ndarray, key: jax.Array,
   if features.shape[0] < 4:
     raise ValueError(f"Ranking needs at least 4 training models, got {features.shape[0]}.")
   mean = features.mean(0)
-  scale = features.std(0) + 1e-6
+  # A feature that is constant in training keeps scale 1, so that a scored
+  # model with another value there is not multiplied by a million.
+  std = features.std(0)
+  scale = np.where(std > 1e-6, std, 1.0)
   ranks = np.argsort(np.argsort(accuracy)) / (len(accuracy) - 1)
   ranker = {"mean": jnp.asarray(mean), "scale": jnp.asarray(scale)}
   if prior is None:

@@ -114,6 +114,20 @@ def test_ranker_standardises_badly_scaled_features():
   assert ranking.spearman(ranker, features[40:], accuracy[40:]) > 0.8
 
 
+def test_ranker_keeps_constant_feature_scale():
+  rng = np.random.default_rng(4)
+  features = rng.normal(size=(30, 3)).astype(np.float32)
+  features[:, 2] = 0.0
+  ranker = ranking.train_ranker(features, features[:, 0], jax.random.key(0),
+                                ranking.RankingConfig(steps=50, members=2))
+  assert float(ranker["scale"][2]) == 1.0
+  unseen = features[:5].copy()
+  unseen[:, 2] = 1.0
+  # A one-hot option absent from training shifts the input by one unit, not by 1e6.
+  shift = np.abs(ranking.score(ranker, unseen) - ranking.score(ranker, features[:5]))
+  assert np.all(shift < 100.0)
+
+
 def test_ranking_config_rejects_zero_loss():
   with pytest.raises(ConfigError, match="pairwise_weight"):
     ranking.RankingConfig(adversarial_weight=0.0, pairwise_weight=0.0)
