@@ -51,6 +51,7 @@ SCHEMA = {
     "search.explore_fraction": validation.FloatRange(0.0, 1.0),
     "search.mutation_candidates": validation.OneOf((True, False)),
     "search.generator_draws": validation.IntRange(1),
+    "search.candidate_scorer": validation.OneOf(search_lib.CANDIDATE_SCORERS),
     "search.proposal_temperature": validation.FloatRange(0.0, low_inclusive=False),
     "search.loss": validation.OneOf(("non_saturating", "hinge", "wasserstein")),
     "ranking.steps": validation.IntRange(1),
@@ -95,7 +96,7 @@ def _search_config(config) -> search_lib.SearchConfig:
       tournament_size=s.tournament_size, gan_steps=s.gan_steps, gan_batch=s.gan_batch,
       candidates_per_model=s.candidates_per_model, top_fraction=s.top_fraction,
       explore_fraction=s.explore_fraction, mutation_candidates=s.mutation_candidates,
-      generator_draws=s.generator_draws,
+      generator_draws=s.generator_draws, candidate_scorer=s.candidate_scorer,
       proposal_temperature=s.proposal_temperature,
       loss=s.loss, g_learning_rate=s.g_learning_rate, d_learning_rate=s.d_learning_rate)
 

@@ -44,6 +44,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.search.explore_fraction = 0.25
   c.search.mutation_candidates = True
   c.search.generator_draws = 8
+  c.search.candidate_scorer = "discriminator"
   c.search.proposal_temperature = 2.0
   c.search.loss = "non_saturating"
   c.search.g_learning_rate = 3e-3
