@@ -28,6 +28,9 @@ from autogan_jax.model_space import weight_generation
 from autogan_jax.model_space import zoo as zoo_lib
 
 TASKS = ("digits", "chars")
+# Uses of minus the early loss by the spec-and-curve D_model: through its curve
+# features only, as a prior that it corrects, or averaged with its ranks.
+EARLY_LOSS_USES = ("features", "prior", "rank_average")
 TASK_EMBEDDINGS = {"digits": np.array([1.0, 0.0], np.float32),
                    "chars": np.array([0.0, 1.0], np.float32)}
 
@@ -61,7 +64,7 @@ SCHEMA = {
     "ranking.pairwise_weight": validation.FloatRange(0.0),
     "ranking.members": validation.IntRange(1),
     "ranking.hidden": validation.SequenceOf(validation.IntRange(1)),
-    "ranking.early_loss_prior": validation.OneOf((True, False)),
+    "ranking.early_loss": validation.OneOf(EARLY_LOSS_USES),
     "weights.enabled": validation.OneOf((True, False)),
     "weights.archive_size": validation.IntRange(2),
     "weights.archive_steps": validation.IntRange(1),
@@ -177,16 +180,19 @@ def ranking_figures(config, results: dict) -> dict:
   first round with the held-out models. Figures are given per held-out seed
   and as the mean over held-out seeds.
 
-  Next to D's Spearman correlations, each held-out seed reports three
-  reference figures that D does not use: minus the early loss alone (D's prior
-  when `ranking.early_loss_prior` is set), minus the loss of the last five of
-  all training steps (the end of the curve, which an early ranker cannot see),
-  and the Spearman correlation of the held-out models' validation and test
-  accuracies. The last one shows how reproducible the order to predict is.
+  `ranking.early_loss` sets how the spec-and-curve D uses minus the early
+  loss: only through its curve features ("features"), as a prior that D
+  corrects ("prior"), or by averaging D's ranks with its ranks
+  ("rank_average"). Next to D's Spearman correlations, each held-out seed
+  reports three reference figures that D does not use: minus the early loss
+  alone, minus the loss of the last five of all training steps (the end of
+  the curve, which an early ranker cannot see), and the Spearman correlation
+  of the held-out models' validation and test accuracies. The last one shows
+  how reproducible the order to predict is.
   """
   space = _space(config)
   ranking_config = _ranking_config(config)
-  use_prior = bool(config.ranking.early_loss_prior)
+  early_loss_use = config.ranking.early_loss
   figures = {}
   for task, by_method in results.items():
     zoo = by_method.get("random")
@@ -228,18 +234,20 @@ def ranking_figures(config, results: dict) -> dict:
       for label, with_curve in (("spec_and_early_curve", True), ("spec_only", False)):
         x = np.concatenate([features(r, with_curve) for r in train])
         prior, heldout_prior = None, None
-        if with_curve and use_prior:
+        if with_curve and early_loss_use == "prior":
           prior = np.concatenate([early_loss_scores(r) for r in train])
           heldout_prior = early_loss_scores(heldout)
         ranker = ranking.train_ranker(x, accuracy, jax.random.key(seed), ranking_config, prior)
-        figure[f"spearman_{label}"] = ranking.spearman(ranker, features(heldout, with_curve),
-                                                       heldout_accuracy, heldout_prior)
+        scores = ranking.score(ranker, features(heldout, with_curve), heldout_prior)
+        if with_curve and early_loss_use == "rank_average":
+          scores = ranking.rank_average(scores, early_loss_scores(heldout))
+        figure[f"spearman_{label}"] = _spearman(scores, heldout_accuracy)
       per_seed.append(figure)
     keys = ("spearman_spec_and_early_curve", "spearman_spec_only",
             "spearman_minus_early_loss_baseline", "spearman_minus_final_loss",
             "spearman_valid_vs_test", "heldout_valid_accuracy_std")
     figures[task] = {
-        "early_steps": early, "early_loss_prior": use_prior,
+        "early_steps": early, "early_loss": early_loss_use,
         "split": "validation accuracy of held-out zoo models", "per_seed": per_seed,
         **{f"{k}_mean": float(np.mean([f[k] for f in per_seed])) for k in keys}}
   return figures
@@ -352,7 +360,10 @@ def markdown_report(config, search: dict, ranks: dict, weights: dict | None) -> 
       text.append(f"- {task}: {f['note']}\n")
       continue
     first = f["per_seed"][0]
-    prior = " D corrects minus the early loss (its prior)." if f["early_loss_prior"] else ""
+    prior = {"features": "",
+             "prior": " D corrects minus the early loss (its prior).",
+             "rank_average": " D's score is the mean of its rank and the rank of minus the "
+                             "early loss."}[f["early_loss"]]
     text.append(f"### {task}\n")
     text.append(f"Spearman correlation with the validation accuracy of each held-out seed's "
                 f"{first['heldout_models']} random-search models. D trains on the "

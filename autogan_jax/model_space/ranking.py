@@ -232,6 +232,20 @@ def score(ranker: dict, features: np.ndarray, prior: np.ndarray | None = None) -
   return np.asarray(logits.mean(0))
 
 
+def rank_average(*scores: np.ndarray) -> np.ndarray:
+  """Return the mean over `scores` of each model's rank among the scored models, in [0, 1].
+
+  Tied scores share their mean rank. Averaging ranks instead of raw scores
+  lets scores of different scales (D's logits, an early loss) vote equally.
+  """
+  if not scores:
+    raise ValueError("rank_average needs at least one score array.")
+  ranks = [(stats.rankdata(np.asarray(s)) - 1.0) / max(len(s) - 1, 1) for s in scores]
+  if len({len(r) for r in ranks}) != 1:
+    raise ValueError(f"Score arrays differ in length: {[len(r) for r in ranks]}.")
+  return np.mean(ranks, axis=0)
+
+
 def spearman(ranker: dict, features: np.ndarray, accuracy: np.ndarray,
              prior: np.ndarray | None = None) -> float:
   """Return Spearman's rank correlation between the ranker's scores and `accuracy`."""

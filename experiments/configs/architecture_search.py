@@ -58,8 +58,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.ranking.pairwise_weight = 1.0
   c.ranking.members = 4
   c.ranking.hidden = (32, 32)
-  # D_model corrects minus the early training loss instead of ranking from scratch.
-  c.ranking.early_loss_prior = True
+  # "features", "prior" or "rank_average": see `experiment.ranking_figures`.
+  c.ranking.early_loss = "rank_average"
 
   c.weights = ml_collections.ConfigDict()
   c.weights.enabled = True

@@ -213,3 +213,13 @@ def test_ranker_rejects_missing_or_bad_prior():
                          np.where(np.arange(20) == 3, np.nan, prior))
   with pytest.raises(ValueError, match="shape"):
     ranking.train_ranker(features, accuracy, jax.random.key(0), config, prior[:5])
+
+
+def test_rank_average_of_scores():
+  logits = np.array([10.0, -3.0, 0.5, 0.5])
+  losses = np.array([-0.1, -0.9, -0.2, -0.5])
+  averaged = ranking.rank_average(logits, losses)
+  np.testing.assert_allclose(averaged, [1.0, 0.0, (0.5 + 2.0 / 3.0) / 2.0, (0.5 + 1.0 / 3.0) / 2.0])
+  np.testing.assert_allclose(ranking.rank_average(logits), [1.0, 0.0, 0.5, 0.5])
+  with pytest.raises(ValueError, match="differ in length"):
+    ranking.rank_average(logits, losses[:3])
