@@ -29,6 +29,9 @@ from autogan_jax.model_space import weight_generation
 from autogan_jax.model_space import zoo as zoo_lib
 
 TASKS = ("digits", "chars")
+# Uses of minus the early loss by the spec-and-curve D_model: through its curve
+# features only, as a prior that it corrects, or averaged with its ranks.
+EARLY_LOSS_USES = ("features", "prior", "rank_average")
 TASK_EMBEDDINGS = {"digits": np.array([1.0, 0.0], np.float32),
                    "chars": np.array([0.0, 1.0], np.float32)}
 
@@ -52,6 +55,8 @@ SCHEMA = {
     "search.candidates_per_model": validation.IntRange(1),
     "search.explore_fraction": validation.FloatRange(0.0, 1.0),
     "search.mutation_candidates": validation.OneOf((True, False)),
+    "search.generator_draws": validation.IntRange(1),
+    "search.candidate_scorer": validation.OneOf(search_lib.CANDIDATE_SCORERS),
     "search.proposal_temperature": validation.FloatRange(0.0, low_inclusive=False),
     "search.loss": validation.OneOf(("non_saturating", "hinge", "wasserstein")),
     "ranking.steps": validation.IntRange(1),
@@ -60,6 +65,8 @@ SCHEMA = {
     "ranking.adversarial_weight": validation.FloatRange(0.0),
     "ranking.pairwise_weight": validation.FloatRange(0.0),
     "ranking.members": validation.IntRange(1),
+    "ranking.hidden": validation.SequenceOf(validation.IntRange(1)),
+    "ranking.early_loss": validation.OneOf(EARLY_LOSS_USES),
     "weights.enabled": validation.OneOf((True, False)),
     "weights.archive_size": validation.IntRange(2),
     "weights.archive_steps": validation.IntRange(1),
@@ -94,6 +101,7 @@ def _search_config(config) -> search_lib.SearchConfig:
       tournament_size=s.tournament_size, gan_steps=s.gan_steps, gan_batch=s.gan_batch,
       candidates_per_model=s.candidates_per_model, top_fraction=s.top_fraction,
       explore_fraction=s.explore_fraction, mutation_candidates=s.mutation_candidates,
+      generator_draws=s.generator_draws, candidate_scorer=s.candidate_scorer,
       proposal_temperature=s.proposal_temperature,
       loss=s.loss, g_learning_rate=s.g_learning_rate, d_learning_rate=s.d_learning_rate)
 
@@ -101,7 +109,8 @@ def _search_config(config) -> search_lib.SearchConfig:
 def _ranking_config(config) -> ranking.RankingConfig:
   r = config.ranking
   return ranking.RankingConfig(steps=r.steps, adversarial_weight=r.adversarial_weight,
-                               pairwise_weight=r.pairwise_weight, members=r.members)
+                               pairwise_weight=r.pairwise_weight, members=r.members,
+                               hidden=tuple(r.hidden))
 
 
 def _result_to_json(result: search_lib.SearchResult) -> dict:
@@ -160,6 +169,10 @@ def run_searches(config, workdir: pathlib.Path, metrics_log=None) -> dict:
   return results
 
 
+def _spearman(x, y) -> float:
+  return float(stats.spearmanr(x, y).statistic)
+
+
 def ranking_figures(config, results: dict) -> dict:
   """Rank each seed's random zoo with a D_model trained on the searches of the other seeds.
 
@@ -168,9 +181,20 @@ def ranking_figures(config, results: dict) -> dict:
   No search of the held-out seed trains D, because all of them share their
   first round with the held-out models. Figures are given per held-out seed
   and as the mean over held-out seeds.
+
+  `ranking.early_loss` sets how the spec-and-curve D uses minus the early
+  loss: only through its curve features ("features"), as a prior that D
+  corrects ("prior"), or by averaging D's ranks with its ranks
+  ("rank_average"). Next to D's Spearman correlations, each held-out seed
+  reports three reference figures that D does not use: minus the early loss
+  alone, minus the loss of the last five of all training steps (the end of
+  the curve, which an early ranker cannot see), and the Spearman correlation
+  of the held-out models' validation and test accuracies. The last one shows
+  how reproducible the order to predict is.
   """
   space = _space(config)
   ranking_config = _ranking_config(config)
+  early_loss_use = config.ranking.early_loss
   figures = {}
   for task, by_method in results.items():
     zoo = by_method.get("random")
@@ -190,29 +214,43 @@ def ranking_figures(config, results: dict) -> dict:
         rows.append(np.concatenate(parts))
       return np.stack(rows)
 
+    def early_loss_scores(result, steps=early):
+      return np.array([ranking.early_loss_score(c, steps, classes) for c in result.curves])
+
     per_seed = []
     for heldout_index, seed in enumerate(config.seeds):
       train = [runs[i] for runs in by_method.values() for i in range(len(runs))
                if i != heldout_index]
       heldout = zoo[heldout_index]
       heldout_accuracy = np.asarray(heldout.valid_accuracy)
-      last_early_loss = [float(np.nanmean(c[max(0, early - 5):early])) for c in heldout.curves]
-      figure = {"heldout_seed": int(seed), "train_models": sum(len(r.choices) for r in train),
-                "heldout_models": len(heldout.choices),
-                "spearman_minus_early_loss_baseline": float(stats.spearmanr(
-                    -np.nan_to_num(last_early_loss, nan=1e9), heldout_accuracy).statistic)}
+      figure = {
+          "heldout_seed": int(seed), "train_models": sum(len(r.choices) for r in train),
+          "heldout_models": len(heldout.choices),
+          "heldout_valid_accuracy_std": float(heldout_accuracy.std()),
+          "spearman_minus_early_loss_baseline": _spearman(early_loss_scores(heldout),
+                                                          heldout_accuracy),
+          "spearman_minus_final_loss": _spearman(
+              early_loss_scores(heldout, config.train_steps), heldout_accuracy),
+          "spearman_valid_vs_test": _spearman(heldout_accuracy, heldout.test_accuracy)}
       accuracy = np.concatenate([r.valid_accuracy for r in train])
       for label, with_curve in (("spec_and_early_curve", True), ("spec_only", False)):
         x = np.concatenate([features(r, with_curve) for r in train])
-        ranker = ranking.train_ranker(x, accuracy, jax.random.key(seed), ranking_config)
-        figure[f"spearman_{label}"] = ranking.spearman(ranker, features(heldout, with_curve),
-                                                       heldout_accuracy)
+        prior, heldout_prior = None, None
+        if with_curve and early_loss_use == "prior":
+          prior = np.concatenate([early_loss_scores(r) for r in train])
+          heldout_prior = early_loss_scores(heldout)
+        ranker = ranking.train_ranker(x, accuracy, jax.random.key(seed), ranking_config, prior)
+        scores = ranking.score(ranker, features(heldout, with_curve), heldout_prior)
+        if with_curve and early_loss_use == "rank_average":
+          scores = ranking.rank_average(scores, early_loss_scores(heldout))
+        figure[f"spearman_{label}"] = _spearman(scores, heldout_accuracy)
       per_seed.append(figure)
     keys = ("spearman_spec_and_early_curve", "spearman_spec_only",
-            "spearman_minus_early_loss_baseline")
+            "spearman_minus_early_loss_baseline", "spearman_minus_final_loss",
+            "spearman_valid_vs_test", "heldout_valid_accuracy_std")
     figures[task] = {
-        "early_steps": early, "split": "validation accuracy of held-out zoo models",
-        "per_seed": per_seed,
+        "early_steps": early, "early_loss": early_loss_use,
+        "split": "validation accuracy of held-out zoo models", "per_seed": per_seed,
         **{f"{k}_mean": float(np.mean([f[k] for f in per_seed])) for k in keys}}
   return figures
 
@@ -316,21 +354,33 @@ def markdown_report(config, search: dict, ranks: dict, weights: dict | None) -> 
                   f"matches or beats regularized evolution: {g['matches_evolution']} "
                   "(test accuracy of the best model, mean over seeds).\n")
   text.append("\n## D_model ranking of held-out zoo models\n")
+  columns = ("spearman_spec_and_early_curve", "spearman_spec_only",
+             "spearman_minus_early_loss_baseline", "spearman_minus_final_loss",
+             "spearman_valid_vs_test", "heldout_valid_accuracy_std")
   for task, f in ranks.items():
     if "note" in f:
       text.append(f"- {task}: {f['note']}\n")
       continue
-    per_seed = ", ".join(f"{p['spearman_spec_and_early_curve']:.3f} (seed {p['heldout_seed']})"
-                         for p in f["per_seed"])
     first = f["per_seed"][0]
-    text.append(f"- {task}: Spearman {f['spearman_spec_and_early_curve_mean']:.3f} (mean over "
-                f"{len(f['per_seed'])} held-out seeds: {per_seed}) from spec and the first "
-                f"{f['early_steps']} training steps; spec alone: "
-                f"{f['spearman_spec_only_mean']:.3f}; minus the mean loss of the last five "
-                f"early steps alone: {f['spearman_minus_early_loss_baseline_mean']:.3f}. "
-                f"Each held-out seed's {first['heldout_models']} random-search models are "
-                f"ranked by validation accuracy; D trains on the {first['train_models']} models "
-                "of the other seeds' searches.\n")
+    prior = {"features": "",
+             "prior": " D corrects minus the early loss (its prior).",
+             "rank_average": " D's score is the mean of its rank and the rank of minus the "
+                             "early loss."}[f["early_loss"]]
+    text.append(f"### {task}\n")
+    text.append(f"Spearman correlation with the validation accuracy of each held-out seed's "
+                f"{first['heldout_models']} random-search models. D trains on the "
+                f"{first['train_models']} models of the other seeds' searches and reads the "
+                f"spec and the first {f['early_steps']} of {config.train_steps} training "
+                f"steps.{prior} Minus the early loss is the mean training loss of the last five "
+                "early steps; minus the final loss uses the last five of all steps, which an "
+                "early ranker cannot see. Valid against test is the Spearman correlation of "
+                "the held-out models' validation and test accuracies: how reproducible the "
+                "order to predict is.\n")
+    rows = [[p["heldout_seed"], *(p[k] for k in columns)] for p in f["per_seed"]]
+    rows.append(["mean", *(f[f"{k}_mean"] for k in columns)])
+    text.append(_table(["held-out seed", "D: spec and early curve", "D: spec only",
+                        "minus early loss", "minus final loss", "valid against test",
+                        "std of valid acc"], rows))
   if weights is not None:
     text.append(f"\n## Generated weights against copies ({weights['spec']}, digits, seeds "
                 f"{weights['seeds']}, validation accuracy, mean over seeds of the mean over "

@@ -13,11 +13,14 @@ specs, so the methods differ only in how they choose the later rounds.
   where real is the top `top_fraction` of the archive by validation accuracy and
   the rest of the archive joins G's samples as fakes. G receives the task embedding
   and the mean rank of earlier candidates per option. Each round G proposes
-  `candidates_per_model` times as many new specs as the round trains, and as
-  many one-slot mutations of the archive's top `top_fraction` join them. D
-  scores the unseen candidates. The round trains the `explore_fraction` share
-  best-scored G samples and fills the rest with the best-scored candidates of
-  either source, so D decides between exploiting the archive's best region and
+  `candidates_per_model` times as many new specs as the round trains (drawing
+  up to `generator_draws` batches, because G's samples often repeat specs
+  already trained), and as many one-slot mutations of the archive's top
+  `top_fraction` join them. D scores the unseen candidates (or, with
+  `candidate_scorer="ranker"`, a spec-only ranking D_model trained on the
+  archive does). The round trains the `explore_fraction` share best-scored G
+  samples and fills the rest with the best-scored candidates of either source,
+  so D decides between exploiting the archive's best region and
   G's proposals.
 """
 
@@ -35,10 +38,12 @@ from absl import logging
 from autogan_jax import gan
 from autogan_jax.core import validation
 from autogan_jax.model_space import models_gan
+from autogan_jax.model_space import ranking
 from autogan_jax.model_space import space as space_lib
 from autogan_jax.model_space import zoo as zoo_lib
 
 METHODS = ("adversarial", "random", "evolution")
+CANDIDATE_SCORERS = ("discriminator", "ranker")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +64,13 @@ class SearchConfig:
       The rest goes to the best-scored candidates of G and mutations alike.
     mutation_candidates: whether mutations of the archive's top models join
       G's samples as candidates (False: G's samples only).
+    generator_draws: batches of G samples drawn per round at most. Drawing
+      stops once a batch's worth of specs that are neither trained nor
+      already drawn is found.
+    candidate_scorer: the score that orders a round's candidates.
+      "discriminator" is the adversarial D's logit. "ranker" is a spec-only
+      ranking D_model (`ranking.train_ranker`) trained each round on the
+      archive's specs and validation accuracies.
     loss: adversarial loss, one of `gan.LOSSES`.
     g_learning_rate, d_learning_rate: Adam step sizes of G and D.
     temperature: Gumbel-softmax temperature while G and D train.
@@ -77,6 +89,8 @@ class SearchConfig:
   top_fraction: float = 0.25
   explore_fraction: float = 0.25
   mutation_candidates: bool = True
+  generator_draws: int = 8
+  candidate_scorer: str = "discriminator"
   loss: str = "non_saturating"
   g_learning_rate: float = 3e-3
   d_learning_rate: float = 3e-3
@@ -94,6 +108,8 @@ class SearchConfig:
     validation.check("top_fraction", self.top_fraction,
                      validation.FloatRange(0.0, 1.0, low_inclusive=False))
     validation.check("explore_fraction", self.explore_fraction, validation.FloatRange(0.0, 1.0))
+    validation.check("generator_draws", self.generator_draws, validation.IntRange(1))
+    validation.check_choice("candidate_scorer", self.candidate_scorer, CANDIDATE_SCORERS)
     validation.check_choice("loss", self.loss, gan.LOSSES)
     validation.check("g_learning_rate", self.g_learning_rate,
                      validation.FloatRange(0.0, low_inclusive=False))
@@ -201,7 +217,8 @@ class AdversarialProposer:
     # The host-side pick settings do not enter compiled code, so configs that differ
     # only there share one cache entry.
     compiled_config = dataclasses.replace(config, explore_fraction=0.0,
-                                          mutation_candidates=False)
+                                          mutation_candidates=False, generator_draws=1,
+                                          candidate_scorer="discriminator")
     self.g_config, d_config, g_tx, d_tx, self._train, self._sample, self._score = (
         _adversarial_functions(space, compiled_config, self.task_embedding.shape[0]))
     self.state = gan.init_state(models_gan.g_model_init(k_g, self.g_config),
@@ -231,19 +248,29 @@ class AdversarialProposer:
                                       jnp.asarray(fake_weight / fake_weight.sum()), key)
     self.metrics.append({k: float(v[-1]) for k, v in metrics.items()})
 
-    sampled = np.asarray(self._sample(self.state.g_params, jax.random.fold_in(key, 10**6),
-                                      jnp.asarray(context)))
     seen = {tuple(c) for c in choices}
-    generated = self._unseen([self.space.canonical(self._argmax_slots(row)) for row in sampled],
-                             seen)
+    pool = self.config.round_size * self.config.candidates_per_model
+    generated = []
+    for draw in range(self.config.generator_draws):
+      sampled = np.asarray(self._sample(self.state.g_params,
+                                        jax.random.fold_in(key, 10**6 + draw),
+                                        jnp.asarray(context)))
+      generated += self._unseen(
+          [self.space.canonical(self._argmax_slots(row)) for row in sampled], seen)
+      if len(generated) >= pool:
+        break
+    generated = generated[:pool]
     mutants = []
     if self.config.mutation_candidates:
       parents = [choices[i] for i in order[:top]]
       mutants = self._unseen([self.space.mutate(parents[i % len(parents)], rng)
-                              for i in range(len(sampled))], seen)
-    pool = len(sampled)
-    generated = self._ranked(generated, "generator", pool)
-    mutants = self._ranked(mutants, "mutation", pool)
+                              for i in range(pool)], seen)
+    ranker = None
+    if self.config.candidate_scorer == "ranker":
+      ranker = ranking.train_ranker(features[:len(choices)], np.asarray(scores),
+                                    jax.random.fold_in(key, 2 * 10**6))
+    generated = self._ranked(generated, "generator", pool, ranker)
+    mutants = self._ranked(mutants, "mutation", pool, ranker)
     explore = min(len(generated), int(round(self.config.explore_fraction * count)))
     chosen = generated[:explore]
     rest = sorted(generated[explore:] + mutants, key=lambda entry: -entry[0])
@@ -268,17 +295,23 @@ class AdversarialProposer:
         new_choices.append(choice)
     return new_choices
 
-  def _ranked(self, candidates: list[np.ndarray], source: str,
-              pool: int) -> list[tuple[float, str, np.ndarray]]:
-    """Return (D's logit, source, choice) triples, best first.
+  def _ranked(self, candidates: list[np.ndarray], source: str, pool: int,
+              ranker: dict | None = None) -> list[tuple[float, str, np.ndarray]]:
+    """Return (score, source, choice) triples, best first.
 
-    Features are padded to `pool` rows so that D's scorer compiles for one shape.
+    The score is the ranker's when one is given, else the adversarial D's
+    logit. Features are padded to `pool` rows so that D's scorer compiles for
+    one shape.
     """
     if not candidates:
       return []
     features = np.zeros((max(pool, len(candidates)), self.space.num_features), np.float32)
     features[:len(candidates)] = np.stack([self.space.features(c) for c in candidates])
-    scores = np.asarray(self._score(self.state.d_params, jnp.asarray(features)))[:len(candidates)]
+    if ranker is not None:
+      scores = ranking.score(ranker, features)[:len(candidates)]
+    else:
+      scores = np.asarray(self._score(self.state.d_params,
+                                      jnp.asarray(features)))[:len(candidates)]
     return [(float(scores[i]), source, candidates[i]) for i in np.argsort(-scores)]
 
   def _argmax_slots(self, row: np.ndarray) -> np.ndarray:

@@ -22,7 +22,12 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.train_steps = 60
   c.population_size = 4
   c.char_context = 16
-  c.char_eval_windows = 1024
+  # Windows of the validation and of the test stream, one predicted character
+  # each. At 1024 the binomial standard error of an accuracy near 0.3 (0.014) is
+  # close to the spread between a zoo's models (about 0.017). On the random zoos
+  # of seeds 0-2 the Spearman correlation of validation and test accuracy was
+  # 0.62 at 1024 windows and 0.88 at 8192.
+  c.char_eval_windows = 8192
 
   c.space = ml_collections.ConfigDict()
   c.space.families = ("mlp", "transformer")
@@ -42,18 +47,23 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.search.top_fraction = 0.25
   c.search.explore_fraction = 0.25
   c.search.mutation_candidates = True
+  c.search.generator_draws = 8
+  c.search.candidate_scorer = "discriminator"
   c.search.proposal_temperature = 2.0
   c.search.loss = "non_saturating"
   c.search.g_learning_rate = 3e-3
   c.search.d_learning_rate = 3e-3
 
   c.ranking = ml_collections.ConfigDict()
-  c.ranking.steps = 1000
+  c.ranking.steps = 300
   c.ranking.early_fraction = 0.25
   c.ranking.curve_points = 4
   c.ranking.adversarial_weight = 1.0
   c.ranking.pairwise_weight = 1.0
   c.ranking.members = 4
+  c.ranking.hidden = (32, 32)
+  # "features", "prior" or "rank_average": see `experiment.ranking_figures`.
+  c.ranking.early_loss = "rank_average"
 
   c.weights = ml_collections.ConfigDict()
   c.weights.enabled = True
@@ -92,7 +102,6 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.seeds = (0, 1, 2, 3, 4)
     c.train_steps = 1000
     c.population_size = 32
-    c.char_eval_windows = 2048
     c.space.families = ("mlp", "transformer", "lstm", "gru")
     c.space.depths = (1, 2, 3, 4)
     c.space.widths = (32, 64, 128, 256)

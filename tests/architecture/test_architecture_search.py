@@ -1,5 +1,6 @@
 """Search space, the three searches and the smoke experiment on real data."""
 
+import itertools
 import json
 
 import jax
@@ -93,9 +94,65 @@ def test_adversarial_proposals_are_new_and_counted(explore_fraction, mutations):
     assert generator_picks == 4
 
 
+def test_ranker_scorer_prefers_known_best_region():
+  # Accuracy grows with the learning-rate option (0 to 4), so a ranker trained on
+  # the archive should pick candidates near the top option.
+  space = space_lib.SearchSpace(families=("mlp",), depths=(1, 2), widths=(8, 16),
+                                model_dims=(4,), heads=(1, 2))
+  config = search.SearchConfig(budget=40, round_size=4, gan_steps=5, gan_batch=4,
+                               candidates_per_model=8, explore_fraction=0.0,
+                               candidate_scorer="ranker")
+  proposer = search.AdversarialProposer(space, np.array([1.0, 0.0]), config,
+                                        jax.random.key(0))
+  choices, scores = _proposer_archive(space, 32, seed=1)
+  picked = proposer.propose(choices, scores, 4, np.random.default_rng(0), round_index=1)
+  slot = [name for name, _ in space.slots()].index("learning_rate")
+  assert len({tuple(c) for c in picked} - {tuple(c) for c in choices}) == 4
+  assert np.mean([c[slot] for c in choices]) < 2.0
+  assert np.mean([c[slot] for c in picked]) >= 3.5
+
+
+def test_search_config_rejects_unknown_scorer():
+  with pytest.raises(ConfigError, match="candidate_scorer"):
+    search.SearchConfig(candidate_scorer="oracle")
+
+
+def test_generator_draws_find_untrained_specs():
+  # The space has eight specs and six are trained. With these keys one draw of two
+  # G samples misses at least one untrained spec, and eight draws find both.
+  space = space_lib.SearchSpace(
+      families=("mlp",), depths=(1,), widths=(8,), activations=("relu", "gelu"),
+      norms=("none",), connectivities=("none",), model_dims=(4,), learning_rates=(1e-3, 1e-2),
+      weight_decays=(0.0,), batch_sizes=(16, 32), heads=(1,))
+  every = sorted({tuple(space.canonical(np.array(c)))
+                  for c in itertools.product(*[range(n) for n in space.slot_sizes()])})
+  assert len(every) == 8
+  archive = [np.array(c) for c in every[:6]]
+  picks = {}
+  for draws in (1, 8):
+    config = search.SearchConfig(budget=10, round_size=2, gan_steps=2, gan_batch=2,
+                                 candidates_per_model=1, explore_fraction=1.0,
+                                 mutation_candidates=False, generator_draws=draws)
+    picks[draws] = []
+    for key in range(3):
+      proposer = search.AdversarialProposer(space, np.array([1.0, 0.0]), config,
+                                            jax.random.key(key))
+      picked = proposer.propose(archive, [float(i) for i in range(6)], 2,
+                                np.random.default_rng(0), round_index=1)
+      assert {tuple(c) for c in picked} == set(every[6:])
+      picks[draws].append(proposer.picked_from_generator[-1])
+  assert picks[8] == [2, 2, 2]
+  assert sum(picks[1]) < 6
+
+
 def test_search_config_rejects_explore_fraction():
   with pytest.raises(ConfigError, match="explore_fraction=1.5"):
     search.SearchConfig(explore_fraction=1.5)
+
+
+def test_search_config_rejects_zero_draws():
+  with pytest.raises(ConfigError, match="generator_draws=0"):
+    search.SearchConfig(generator_draws=0)
 
 
 def _smoke_config():

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
 
 from autogan_jax.core import ConfigError
 from autogan_jax.model_space import data as data_lib
@@ -113,6 +114,20 @@ def test_ranker_standardises_badly_scaled_features():
   assert ranking.spearman(ranker, features[40:], accuracy[40:]) > 0.8
 
 
+def test_ranker_keeps_constant_feature_scale():
+  rng = np.random.default_rng(4)
+  features = rng.normal(size=(30, 3)).astype(np.float32)
+  features[:, 2] = 0.0
+  ranker = ranking.train_ranker(features, features[:, 0], jax.random.key(0),
+                                ranking.RankingConfig(steps=50, members=2))
+  assert float(ranker["scale"][2]) == 1.0
+  unseen = features[:5].copy()
+  unseen[:, 2] = 1.0
+  # A one-hot option absent from training shifts the input by one unit, not by 1e6.
+  shift = np.abs(ranking.score(ranker, unseen) - ranking.score(ranker, features[:5]))
+  assert np.all(shift < 100.0)
+
+
 def test_ranking_config_rejects_zero_loss():
   with pytest.raises(ConfigError, match="pairwise_weight"):
     ranking.RankingConfig(adversarial_weight=0.0, pairwise_weight=0.0)
@@ -138,8 +153,73 @@ def test_pairwise_loss_orders_group_below_threshold():
   spearman = {}
   for name, weights in (("adversarial", {"pairwise_weight": 0.0}),
                         ("pairwise", {"adversarial_weight": 0.0})):
-    config = ranking.RankingConfig(steps=200, members=2, min_quantile=0.3, **weights)
+    config = ranking.RankingConfig(steps=200, members=2, min_quantile=0.3, hidden=(64, 64),
+                                   **weights)
     ranker = ranking.train_ranker(features, accuracy, jax.random.key(0), config)
     spearman[name] = ranking.spearman(ranker, heldout, heldout_accuracy)
   assert spearman["pairwise"] > 0.9
   assert spearman["adversarial"] < 0.5
+
+
+def test_early_loss_score_scales_and_caps():
+  curve = np.array([3.0, 2.0, 1.0, 0.5, 9.0])
+  score = ranking.early_loss_score(curve, early_steps=4, num_classes=10, window=2)
+  np.testing.assert_allclose(score, -0.75 / np.log(10.0), rtol=1e-6)
+  diverged = np.array([2.0, np.nan, np.inf, 1e6])
+  assert ranking.early_loss_score(diverged, early_steps=4, num_classes=10, window=3) == -10.0
+  with pytest.raises(ValueError, match="early_steps"):
+    ranking.early_loss_score(curve, early_steps=0, num_classes=10)
+
+
+def _prior_task(rng, size):
+  # The prior ranks models well on its own; feature 0 shifts accuracy in a way it misses.
+  features = rng.normal(size=(size, 4)).astype(np.float32)
+  prior = rng.normal(size=size).astype(np.float32)
+  accuracy = prior + 1.2 * np.tanh(2.0 * features[:, 0])
+  return features, prior, accuracy
+
+
+def test_ranker_corrects_prior():
+  rng = np.random.default_rng(0)
+  features, prior, accuracy = _prior_task(rng, 100)
+  heldout, heldout_prior, heldout_accuracy = _prior_task(rng, 60)
+  config = ranking.RankingConfig(steps=300, members=2)
+  ranker = ranking.train_ranker(features, accuracy, jax.random.key(0), config, prior)
+  with_prior = ranking.spearman(ranker, heldout, heldout_accuracy, heldout_prior)
+  features_alone = ranking.spearman(
+      ranking.train_ranker(features, accuracy, jax.random.key(0), config), heldout,
+      heldout_accuracy)
+  prior_alone = float(stats.spearmanr(heldout_prior, heldout_accuracy).statistic)
+  shuffled = float(stats.spearmanr(rng.permutation(heldout_prior), heldout_accuracy).statistic)
+  assert prior_alone < 0.8
+  assert with_prior > 0.9
+  assert with_prior > prior_alone + 0.1
+  assert with_prior > features_alone + 0.2
+  assert with_prior > shuffled + 0.5
+
+
+def test_ranker_rejects_missing_or_bad_prior():
+  rng = np.random.default_rng(3)
+  features, prior, accuracy = _prior_task(rng, 20)
+  config = ranking.RankingConfig(steps=5, members=1)
+  with_prior = ranking.train_ranker(features, accuracy, jax.random.key(0), config, prior)
+  without_prior = ranking.train_ranker(features, accuracy, jax.random.key(0), config)
+  with pytest.raises(ValueError, match="prior"):
+    ranking.score(with_prior, features)
+  with pytest.raises(ValueError, match="prior"):
+    ranking.score(without_prior, features, prior)
+  with pytest.raises(ValueError, match="finite"):
+    ranking.train_ranker(features, accuracy, jax.random.key(0), config,
+                         np.where(np.arange(20) == 3, np.nan, prior))
+  with pytest.raises(ValueError, match="shape"):
+    ranking.train_ranker(features, accuracy, jax.random.key(0), config, prior[:5])
+
+
+def test_rank_average_of_scores():
+  logits = np.array([10.0, -3.0, 0.5, 0.5])
+  losses = np.array([-0.1, -0.9, -0.2, -0.5])
+  averaged = ranking.rank_average(logits, losses)
+  np.testing.assert_allclose(averaged, [1.0, 0.0, (0.5 + 2.0 / 3.0) / 2.0, (0.5 + 1.0 / 3.0) / 2.0])
+  np.testing.assert_allclose(ranking.rank_average(logits), [1.0, 0.0, 0.5, 0.5])
+  with pytest.raises(ValueError, match="differ in length"):
+    ranking.rank_average(logits, losses[:3])
