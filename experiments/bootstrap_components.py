@@ -1,8 +1,9 @@
 """Phase 4, beyond held-out tasks: G* trains other components of the framework.
 
 Each component takes its update rule as an optax transformation from its
-caller. Here the same training runs twice on the digits splits, once with the
-component's own default (Adam) and once with G*, and the results are compared:
+caller, and without one it trains with the framework's default rule (the
+packaged G*). Here the same training runs twice on the digits splits, once
+with Adam and once with this run's G*, and the results are compared:
 
 - a deep ensemble of differently shaped members, trained as one vmapped
   population (members' and ensemble's test negative log-likelihood and accuracy);

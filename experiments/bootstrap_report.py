@@ -320,7 +320,7 @@ def write(workdir: pathlib.Path, config, records: list[dict[str, Any]],
       "G* test loss over tuned Adam's: " + ", ".join(
           f"{k}: {v:.3f}" for k, v in sorted(test_loss_ratio.items())) + ".", "",
       "### G* trains other components", "",
-      "The same training with each component's default rule (Adam) and with G*, on the digits "
+      "The same training with Adam and with this run's G*, on the digits "
       f"splits, seeds {list(config.eval.component_seeds)} (means of "
       f"{len(config.eval.component_seeds)} runs): a deep "
       f"ensemble of 8 differently shaped members ({config.eval.component_steps} steps; G* at its "
