@@ -13,7 +13,7 @@ import json
 import pathlib
 from typing import Any
 
-import jax.numpy as jnp
+import jax
 import numpy as np
 import optax
 
@@ -37,7 +37,8 @@ def load_rule(path: str | pathlib.Path) -> tuple[dict[str, Any], dict[str, Any]]
     ValueError: if the file lacks a meta-parameter of the learned rule.
   """
   payload = json.loads(pathlib.Path(path).read_text())
-  params = {k: jnp.asarray(v, jnp.float32) for k, v in payload.get("meta_params", {}).items()}
+  # NumPy arrays stay constants when a rule is loaded while JAX traces a function.
+  params = {k: np.asarray(v, np.float32) for k, v in payload.get("meta_params", {}).items()}
   missing = {"log_lr", "basis", "w1", "b1", "w2", "b2"} - set(params)
   if missing:
     raise ValueError(f"Invalid rule file {path}: missing meta-parameters {sorted(missing)}.")
@@ -59,5 +60,8 @@ def g_star(learning_rate: float | None = None, path: str | pathlib.Path | None =
   if learning_rate is not None:
     if not learning_rate > 0:
       raise ValueError(f"Invalid learning_rate={learning_rate}: expected a positive number.")
-    params = dict(params, log_lr=jnp.asarray(np.log(learning_rate), jnp.float32))
-  return learned.learned_optimizer(params, learned.default_hyperparams(horizon=horizon))
+    params = dict(params, log_lr=np.asarray(np.log(learning_rate), np.float32))
+  # Components build their default rule inside jitted functions too; eager
+  # evaluation keeps tracers out of the returned (and cached) rule.
+  with jax.ensure_compile_time_eval():
+    return learned.learned_optimizer(params, learned.default_hyperparams(horizon=horizon))

@@ -93,3 +93,20 @@ def test_component_trains_with_default():
     scoped_rule = optim.default_rule(3e-3)
   assert float(jnp.max(jnp.abs(implicit - scoped))) > 1e-5
   np.testing.assert_allclose(scoped, train(scoped_rule), rtol=1e-6, atol=1e-7)
+
+
+def test_rule_built_inside_jit_is_reusable(problem):
+  # The first request for this rate happens while JAX traces `step`; the cached
+  # rule must hold constants, or using it again outside the trace would fail.
+  params, grads = problem
+  rate = 7.25e-3
+
+  @jax.jit
+  def step(params, grads):
+    tx = optim.default_rule(rate)
+    return tx.update(grads, tx.init(params), params)[0]
+
+  inside = step(params, grads)
+  outside = _one_update(optim.default_rule(rate), grads, params)
+  for name in params:
+    np.testing.assert_allclose(inside[name], outside[name], rtol=1e-6, atol=1e-9)
