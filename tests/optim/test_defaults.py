@@ -110,3 +110,8 @@ def test_rule_built_inside_jit_is_reusable(problem):
   outside = _one_update(optim.default_rule(rate), grads, params)
   for name in params:
     np.testing.assert_allclose(inside[name], outside[name], rtol=1e-6, atol=1e-9)
+
+
+def test_traced_learning_rate_rejected():
+  with pytest.raises(TypeError, match="Python number"):
+    jax.jit(lambda rate: optim.default_rule(rate).init({"w": jnp.zeros(2)}))(1e-3)
