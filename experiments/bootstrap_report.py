@@ -22,7 +22,8 @@ PHASE_RULES = (("phase1_imitation", "Phase 1: imitation of Adam"),
 
 def _moving_mean(values, window):
   values = np.asarray(values, float)
-  window = max(1, min(window, len(values)))
+  # At most half the curve, so a short curve keeps enough points to draw a line.
+  window = max(1, min(window, len(values) // 2))
   filled = np.nan_to_num(values, nan=np.nanmean(values) if np.isfinite(values).any() else 0.0)
   return np.convolve(filled, np.ones(window) / window, mode="valid")
 
@@ -43,7 +44,7 @@ def _plot_meta_training(workdir, imitation, exploration, self_reference) -> None
     for g in range(1, len(exploration)):
       axes[1].axvline(g * length, color="grey", lw=0.5)
     axes[1].legend(fontsize=7)
-  axes[1].set(title="Phase 2: members' meta-loss (moving mean of 10)",
+  axes[1].set(title="Phase 2: members' meta-loss (moving mean of up to 10)",
               xlabel="meta-step (grey: exploit and explore)", ylabel="meta-loss")
   if self_reference:
     rows = np.concatenate([np.asarray(r["meta_loss"], float) for r in self_reference], axis=1)
@@ -51,7 +52,7 @@ def _plot_meta_training(workdir, imitation, exploration, self_reference) -> None
       axes[2].plot(_moving_mean(row, 10), label=f"rule {i}")
     axes[2].legend(fontsize=7)
   axes[2].set(title="Phase 3: meta-loss under self-training", xlabel="self-referential step",
-              ylabel="meta-loss (moving mean of 10)")
+              ylabel="meta-loss (moving mean of up to 10)")
   fig.tight_layout()
   fig.savefig(workdir / "meta_training.png", dpi=100)
   plt.close(fig)
