@@ -51,9 +51,9 @@ def default_rule(learning_rate: float, horizon: int = 1000) -> optax.GradientTra
   """
   if isinstance(learning_rate, jax.core.Tracer):
     raise TypeError(
-        "default_rule needs a Python number as learning_rate, not a traced value; build the "
-        "rule outside the jitted function, or wrap a rule with optax.inject_hyperparams to "
-        "pass the rate as data.")
+        "Invalid learning_rate: default_rule expects a Python number, not a traced value. "
+        "Build the rule outside the jitted function, or wrap a rule with "
+        "optax.inject_hyperparams to pass the rate as data.")
   validation.check("learning_rate", learning_rate, validation.FloatRange(0.0, low_inclusive=False))
   validation.check("horizon", horizon, validation.IntRange(1))
   return _build(_SCOPED_RULE.get(), float(learning_rate), int(horizon))

@@ -96,8 +96,8 @@ def test_component_trains_with_default():
 
 
 def test_rule_built_inside_jit_is_reusable(problem):
-  # The first request for this rate happens while JAX traces `step`; the cached
-  # rule must hold constants, or using it again outside the trace would fail.
+  # The first request for this rate happens while JAX traces `step`. The cached
+  # rule must hold constants, because it is used again outside that trace.
   params, grads = problem
   rate = 7.25e-3
 
@@ -113,5 +113,5 @@ def test_rule_built_inside_jit_is_reusable(problem):
 
 
 def test_traced_learning_rate_rejected():
-  with pytest.raises(TypeError, match="Python number"):
+  with pytest.raises(TypeError, match="expects a Python number"):
     jax.jit(lambda rate: optim.default_rule(rate).init({"w": jnp.zeros(2)}))(1e-3)
