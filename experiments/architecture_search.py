@@ -8,7 +8,6 @@ JSON per finished search (a rerun resumes from them) and the random-search zoo
 of the first seed (orbax arrays plus one JSON spec per model).
 """
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -25,7 +24,7 @@ def main(argv):
   del argv
   config = _CONFIG.value
   experiment.validate_config(config)
-  workdir = common.prepare_workdir(_WORKDIR.value)
+  workdir = common.start_run(_WORKDIR.value, config)
   metrics = common.MetricsLog(workdir)
   with optim.default_rule_scope(config.update_rule):
     report, markdown = experiment.run(config, workdir, metrics)
@@ -35,4 +34,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("workdir")
-  app.run(main)
+  common.run_main(main)

@@ -6,15 +6,19 @@ import json
 import logging as py_logging
 import math
 import pathlib
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
+from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from autogan_jax.core import validation
 
 
 class _DropLibraryInfo(py_logging.Filter):
@@ -58,12 +62,65 @@ def define_run_flags(default_config: str, default_workdir: str | None, help_conf
   if "config" in flags.FLAGS:
     config = _DefinedFlag("config")
   else:
-    config = config_flags.DEFINE_config_file("config", default_config, help_config)
+    try:
+      # The config flag applies `--config.FIELD` overrides from sys.argv as it is defined.
+      config = config_flags.DEFINE_config_file("config", default_config, help_config)
+    except (AttributeError, KeyError) as error:
+      _exit_unknown_field(error, sys.argv)
   if "workdir" in flags.FLAGS:
     workdir = _DefinedFlag("workdir")
   else:
     workdir = flags.DEFINE_string("workdir", default_workdir, help_workdir)
   return config, workdir
+
+
+def _exit_unknown_field(error: Exception, argv: list[str]) -> None:
+  """End the process with a message naming the `--config.FIELD` the preset lacks.
+
+  ml_collections raises a bare AttributeError or KeyError that names only the
+  missing key.
+  """
+  name = str(error).strip("\"'")
+  overrides = [arg for arg in argv[1:] if arg.lstrip("-").startswith("config.")]
+  named = [arg for arg in overrides if name in arg] or overrides
+  sys.stderr.write(
+      f"FATAL Flags parsing error: unknown config field {name!r} in {' '.join(named)}. "
+      "A --config.FIELD override must name a field that the preset defines; the config "
+      "file passed to --config lists them.\n"
+      "Pass --helpshort or --helpfull to see help on flags.\n")
+  sys.exit(1)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    message = str(error)
+    if "Traceback (most recent call last)" in message:
+      # A config file that raised: its traceback is embedded; keep the exception's last line.
+      head = message.split("Traceback (most recent call last)")[0].strip()
+      message = f"{head} {message.strip().splitlines()[-1]}"
+    sys.stderr.write(f"FATAL Flags parsing error: {message}\n"
+                     "Pass --helpshort or --helpfull to see help on flags.\n")
+    sys.exit(1)
+  except (AttributeError, KeyError) as error:
+    _exit_unknown_field(error, argv)
+
+
+def run_main(main) -> None:
+  """`app.run(main)`, with clear messages for an unknown config field or an invalid value.
+
+  A `ConfigError` raised by `main` (they are raised before any compute) ends
+  the run with its message and the usage line instead of a traceback.
+  """
+
+  def checked_main(argv):
+    try:
+      return main(argv)
+    except validation.ConfigError as error:
+      raise app.UsageError(f"Invalid config:\n{error}") from None
+
+  app.run(checked_main, flags_parser=_parse_flags)
 
 
 def prepare_workdir(path: str | pathlib.Path) -> pathlib.Path:
@@ -72,6 +129,17 @@ def prepare_workdir(path: str | pathlib.Path) -> pathlib.Path:
     raise ValueError("--workdir is empty; pass the folder where the run writes its files.")
   workdir = pathlib.Path(path).expanduser().absolute()
   workdir.mkdir(parents=True, exist_ok=True)
+  return workdir
+
+
+def start_run(path: str | pathlib.Path, config, may_differ: tuple[str, ...] = ()) -> pathlib.Path:
+  """Create or reopen the run folder `path` for `config`; return it as an absolute path.
+
+  Finished parts of a run are reused by name on a rerun, so a folder that holds
+  a run of another config is refused with a `ConfigError` before any compute.
+  """
+  workdir = prepare_workdir(path)
+  check_workdir_config(workdir, config, may_differ)
   return workdir
 
 
@@ -138,7 +206,7 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def check_workdir_config(workdir: pathlib.Path, config, may_differ: tuple[str, ...] = ()) -> None:
-  """Write config.json, or raise ValueError when the workdir contains a run of another config.
+  """Write config.json, or raise ConfigError when the workdir contains a run of another config.
 
   Checkpoints of another config would resume into the wrong run, so the
   workdir must be new or hold a run of the same config. Fields named in
@@ -151,7 +219,7 @@ def check_workdir_config(workdir: pathlib.Path, config, may_differ: tuple[str, .
     changed = sorted(k for k in set(saved) | set(current)
                      if saved.get(k) != current.get(k) and k not in may_differ)
     if changed:
-      raise ValueError(
+      raise validation.ConfigError(
           f"Invalid --workdir {workdir}: it contains a run of another config (fields that "
           f"differ: {', '.join(changed)}). Use a new --workdir, or delete that folder to start "
           "over.")

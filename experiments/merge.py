@@ -14,7 +14,6 @@ import pathlib
 import jax
 import matplotlib
 import numpy as np
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -292,7 +291,7 @@ def markdown(report: dict, config) -> str:
 def run(config, workdir: str | pathlib.Path) -> dict:
   """Validate `config`, run or resume the study in `workdir`, write the report and plots."""
   merge_config.validate(config)
-  workdir = common.prepare_workdir(workdir)
+  workdir = common.start_run(workdir, config)
   metrics = common.MetricsLog(workdir)
   logging.info("Merge study %s in %s.", config.preset, workdir)
   with optim.default_rule_scope(config.update_rule):
@@ -314,4 +313,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("workdir")
-  app.run(main)
+  common.run_main(main)

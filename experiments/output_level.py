@@ -576,6 +576,7 @@ def run(config, workdir: pathlib.Path) -> dict:
   Plots of single runs (sampling fronts, reliability diagrams) show the first seed.
   """
   validate_config(config)
+  workdir = common.start_run(workdir, config)
   metrics_log = common.MetricsLog(workdir)
   for phase in PARTS:
     metrics_log.truncate_after(phase, -1)
@@ -619,4 +620,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run_main(main)

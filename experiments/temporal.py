@@ -16,7 +16,6 @@ import pathlib
 import jax
 import matplotlib
 import numpy as np
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -156,7 +155,7 @@ def main(argv):
   config = _CONFIG.value
   validation.validate(config, temporal_config.schema())
   temporal_config.check_lengths(config)
-  workdir = common.prepare_workdir(_WORKDIR.value)
+  workdir = common.start_run(_WORKDIR.value, config)
   with optim.default_rule_scope(config.update_rule):
     run(config, workdir)
 
@@ -207,4 +206,4 @@ def run(config, workdir: pathlib.Path) -> None:
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("workdir")
-  app.run(main)
+  common.run_main(main)

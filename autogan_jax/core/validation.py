@@ -101,17 +101,19 @@ class OneOf(Rule):
 
 @dataclasses.dataclass(frozen=True)
 class SequenceOf(Rule):
-  """A non-empty list or tuple whose items each satisfy `item`."""
+  """A non-empty list or tuple whose items each satisfy `item` (and differ, if `distinct`)."""
 
   item: Rule
   min_length: int = 1
   max_length: int | None = None
+  distinct: bool = False
 
   def allowed(self) -> str:
     bound = f"at least {self.min_length}"
     if self.max_length is not None:
       bound += f" and at most {self.max_length}"
-    return f"a list of {bound} items, each {self.item.allowed()}"
+    kind = "distinct items" if self.distinct else "items"
+    return f"a list of {bound} {kind}, each {self.item.allowed()}"
 
   def problem(self, value: Any) -> str | None:
     if not isinstance(value, (list, tuple)):
@@ -123,6 +125,9 @@ class SequenceOf(Rule):
       message = self.item.problem(item)
       if message is not None:
         return f"item {i} ({item!r}): {message}"
+    if self.distinct and len(set(value)) < len(value):
+      repeated = sorted({v for v in value if list(value).count(v) > 1})
+      return f"expected {self.allowed()}; repeated: {repeated}"
     return None
 
 

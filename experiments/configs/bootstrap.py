@@ -144,7 +144,7 @@ SCHEMA = {
     "eval.digits_steps": v.IntRange(1),
     "eval.char_steps": v.IntRange(1),
     "eval.eval_every": v.IntRange(1),
-    "eval.seeds": v.SequenceOf(v.IntRange(0), min_length=3),
+    "eval.seeds": v.SequenceOf(v.IntRange(0), min_length=3, distinct=True),
     "eval.adam_learning_rates": v.SequenceOf(v.FloatRange(0.0, low_inclusive=False),
                                              min_length=5),
     "eval.sgd_learning_rates": v.SequenceOf(v.FloatRange(0.0, low_inclusive=False),
@@ -156,7 +156,7 @@ SCHEMA = {
     "eval.components": v.OneOf((True, False)),
     "eval.component_steps": v.IntRange(1),
     "eval.calibration_steps": v.IntRange(1),
-    "eval.component_seeds": v.SequenceOf(v.IntRange(0), min_length=1),
+    "eval.component_seeds": v.SequenceOf(v.IntRange(0), min_length=1, distinct=True),
 }
 
 

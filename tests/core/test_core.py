@@ -49,6 +49,12 @@ class TestValidation:
     assert "item 1" in rule.problem([1e-3, -1.0])
     assert "got 1 items" in rule.problem([1e-3])
 
+  def test_sequence_distinct_names_repeats(self):
+    rule = core.SequenceOf(core.IntRange(0), distinct=True)
+    assert rule.problem([0, 1, 2]) is None
+    assert "repeated: [1]" in rule.problem([1, 0, 1])
+    assert core.SequenceOf(core.IntRange(0)).problem([1, 1]) is None
+
   def test_accepts_valid_config(self):
     core.validate({"n": 3, "lr": 0.1}, {"n": core.IntRange(1, 3), "lr": core.FloatRange(0.0)})
 

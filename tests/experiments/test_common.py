@@ -1,0 +1,77 @@
+"""The launchers' shared command-line handling: unknown config fields, invalid values, reused folders."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+
+from autogan_jax.core import validation
+from experiments import common
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _launch(module, *args):
+  command = [sys.executable, "-m", module, *args]
+  return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
+                        check=False)
+
+
+def test_start_run_refuses_folder_of_other_config(tmp_path):
+  config = ml_collections.ConfigDict({"seed": 0, "search": {"budget": 8}})
+  workdir = common.start_run(tmp_path / "run", config)
+  saved = (workdir / "config.json").read_text()
+  assert json.loads(saved)["search"]["budget"] == 8
+  assert common.start_run(tmp_path / "run", config) == workdir
+  config.search.budget = 16
+  with pytest.raises(validation.ConfigError, match="fields that differ: search.budget"):
+    common.start_run(tmp_path / "run", config)
+  assert (workdir / "config.json").read_text() == saved
+
+
+@pytest.mark.parametrize("module, config_file", [
+    ("experiments.architecture_search", "architecture_search"),
+    ("experiments.merge", "merge"),
+])
+def test_unknown_config_field_is_named_without_traceback(tmp_path, module, config_file):
+  result = _launch(module, f"--workdir={tmp_path}",
+                   f"--config=experiments/configs/{config_file}.py:smoke", "--config.search.nope=1")
+  assert result.returncode == 1
+  assert "unknown config field 'nope' in --config.search.nope=1" in result.stderr
+  assert "Traceback" not in result.stderr
+  assert not any(tmp_path.iterdir())
+
+
+def test_unknown_preset_is_one_line_without_traceback(tmp_path):
+  result = _launch("experiments.merge", f"--workdir={tmp_path}",
+                   "--config=experiments/configs/merge.py:huge")
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr
+  assert "huge" in result.stderr and "preset" in result.stderr
+
+
+def test_invalid_value_and_other_config_end_without_traceback(tmp_path):
+  smoke = "--config=experiments/configs/architecture_search.py:smoke"
+  result = _launch("experiments.architecture_search", f"--workdir={tmp_path}", smoke,
+                   "--config.seeds=(3,3)")
+  assert result.returncode == 1
+  assert "Invalid config value seeds=[3, 3]" in result.stderr
+  assert "Traceback" not in result.stderr
+  assert not (tmp_path / "searches").exists()
+
+  # A folder that holds another config's run is refused before any search starts.
+  config = json.loads(subprocess.run(
+      [sys.executable, "-c", "from experiments.configs import architecture_search as c; "
+       "print(c.get_config('smoke').to_json_best_effort())"],
+      cwd=REPO, capture_output=True, text=True, check=True).stdout)
+  config["search"]["budget"] = 4
+  (tmp_path / "config.json").write_text(json.dumps(config))
+  result = _launch("experiments.architecture_search", f"--workdir={tmp_path}", smoke)
+  assert result.returncode == 1
+  assert "contains a run of another config" in result.stderr
+  assert "search.budget" in result.stderr
+  assert "Traceback" not in result.stderr
+  assert not (tmp_path / "searches").exists()
