@@ -21,9 +21,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-from absl import logging
 from flax import struct
 
 from autogan_jax import checkpoint
@@ -259,32 +257,13 @@ def run_search(problem: Problem, key: jax.Array, settings: SearchSettings, *,
   capacity = settings.initial_candidates + settings.rounds * settings.batch_size
   archive = new_archive(initial, score_batch(initial), capacity)
 
-  checkpointer = checkpoint.RunCheckpointer(checkpoint_dir) if checkpoint_dir else None
-  history: list[dict[str, float]] = []
-  start = 0
-  if checkpointer is not None and checkpointer.latest_step() is not None:
-    like = {"state": state, "archive": archive,
-            "history": np.zeros((settings.rounds, len(_HISTORY_FIELDS)), np.float32)}
-    restored = checkpointer.restore(like)
-    start = checkpointer.latest_step()
-    state, archive = restored["state"], restored["archive"]
-    rows = np.asarray(restored["history"])[:start]
-    history = [dict(zip(_HISTORY_FIELDS, map(float, row))) for row in rows]
-    logging.info("Resumed the search in %s after round %d.", checkpointer.directory, start)
+  def round_fn(carry, round_key):
+    state, archive, metrics = run_round(carry["state"], carry["archive"], round_key)
+    return {"state": state, "archive": archive}, metrics
 
-  for round_index in range(start, settings.rounds):
-    state, archive, metrics = run_round(state, archive, jax.random.fold_in(k_rounds, round_index))
-    record = {name: float(metrics[name]) for name in _HISTORY_FIELDS}
-    history.append(record)
-    if checkpointer is not None:
-      table = np.zeros((settings.rounds, len(_HISTORY_FIELDS)), np.float32)
-      for i, row in enumerate(history):
-        table[i] = [row[name] for name in _HISTORY_FIELDS]
-      checkpointer.save(round_index + 1, {"state": state, "archive": archive, "history": table})
-    if on_round is not None:
-      on_round(round_index + 1, record)
-  if checkpointer is not None:
-    checkpointer.close()
-  return SearchResult(state=state, archive=archive, history=history)
+  carry, history = checkpoint.run_rounds(
+      round_fn, {"state": state, "archive": archive}, k_rounds, rounds=settings.rounds,
+      fields=_HISTORY_FIELDS, checkpoint_dir=checkpoint_dir, on_round=on_round)
+  return SearchResult(state=carry["state"], archive=carry["archive"], history=history)
 
 

@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import logging
 from scipy import stats
 
 from autogan_jax import checkpoint
@@ -273,34 +272,14 @@ def run_judged_search(pairs: list[ParentPair], key: jax.Array, settings: JudgeSe
                "quarantined": evidence.quarantined}
     return state, evidence, metrics
 
-  checkpointer = checkpoint.RunCheckpointer(checkpoint_dir) if checkpoint_dir else None
-  history: list[dict[str, float]] = []
-  start = 0
-  if checkpointer is not None and checkpointer.latest_step() is not None:
-    like = {"state": state, "evidence": evidence,
-            "history": np.zeros((settings.rounds, len(HISTORY_FIELDS)), np.float32)}
-    restored = checkpointer.restore(like)
-    start = checkpointer.latest_step()
-    state, evidence = restored["state"], restored["evidence"]
-    rows = np.asarray(restored["history"])[:start]
-    history = [dict(zip(HISTORY_FIELDS, map(float, row))) for row in rows]
-    logging.info("Resumed the judged search in %s after round %d.", checkpointer.directory, start)
+  def round_fn(carry, round_key):
+    state, evidence, metrics = run_round(carry["state"], carry["evidence"], round_key)
+    return {"state": state, "evidence": evidence}, metrics
 
-  for round_index in range(start, settings.rounds):
-    state, evidence, metrics = run_round(state, evidence,
-                                         jax.random.fold_in(k_rounds, round_index))
-    record = {name: float(metrics[name]) for name in HISTORY_FIELDS}
-    history.append(record)
-    if checkpointer is not None:
-      table = np.zeros((settings.rounds, len(HISTORY_FIELDS)), np.float32)
-      for i, row in enumerate(history):
-        table[i] = [row[name] for name in HISTORY_FIELDS]
-      checkpointer.save(round_index + 1, {"state": state, "evidence": evidence, "history": table})
-    if on_round is not None:
-      on_round(round_index + 1, record)
-  if checkpointer is not None:
-    checkpointer.close()
-  return JudgedResult(state=state, evidence=evidence, history=history)
+  carry, history = checkpoint.run_rounds(
+      round_fn, {"state": state, "evidence": evidence}, k_rounds, rounds=settings.rounds,
+      fields=HISTORY_FIELDS, checkpoint_dir=checkpoint_dir, on_round=on_round)
+  return JudgedResult(state=carry["state"], evidence=carry["evidence"], history=history)
 
 
 def judge_accuracy(d_params: network_lib.Network, features: jax.Array, margins: jax.Array,
