@@ -199,12 +199,8 @@ def main(argv):
     distributed.initialize_from_flags()
   except ValueError as error:
     raise app.UsageError(str(error)) from None
-  workdir = common.prepare_workdir(_WORKDIR.value)
-  try:
-    common.check_workdir_config(workdir, config,
-                                may_differ=("log_every_s", "checkpoint_every", "eval.enabled"))
-  except ValueError as error:
-    raise app.UsageError(str(error)) from None
+  workdir = common.start_run(_WORKDIR.value, config,
+                             may_differ=("log_every_s", "checkpoint_every", "eval.enabled"))
   logging.info("Bootstrap run in %s with preset %s on %s.", workdir, config.preset,
                jax.default_backend())
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging as py_logging
+import datetime
 import math
 import pathlib
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -18,6 +20,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+import autogan_jax
 from autogan_jax.core import validation
 
 
@@ -140,7 +143,46 @@ def start_run(path: str | pathlib.Path, config, may_differ: tuple[str, ...] = ()
   """
   workdir = prepare_workdir(path)
   check_workdir_config(workdir, config, may_differ)
+  record_code_version(workdir)
   return workdir
+
+
+def code_version() -> str:
+  """The package version, plus the git commit (and "-dirty" with uncommitted changes) if known."""
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  try:
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
+                            capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    changes = subprocess.run(["git", "-C", str(repo), "status", "--porcelain",
+                              "--untracked-files=no"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+  except (OSError, subprocess.SubprocessError):
+    return autogan_jax.__version__
+  return f"{autogan_jax.__version__}+git{commit}{'-dirty' if changes.strip() else ''}"
+
+
+def record_code_version(workdir: pathlib.Path) -> str:
+  """Append this start's code version to `runs.jsonl`; warn when an earlier start differs.
+
+  A resumed run reuses the parts an earlier start finished, so the log tells
+  which code wrote which part.
+  """
+  version = code_version()
+  path = workdir / "runs.jsonl"
+  earlier = []
+  if path.exists():
+    for line in path.read_text().splitlines():
+      try:
+        earlier.append(json.loads(line)["code_version"])
+      except (json.JSONDecodeError, KeyError, TypeError):
+        continue
+  if earlier and earlier[-1] != version:
+    logging.warning("%s was last started by code version %s; this start is %s. Parts "
+                    "finished before are reused as they are.", workdir, earlier[-1], version)
+  started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+  with path.open("a") as f:
+    f.write(json.dumps({"started": started, "code_version": version}) + "\n")
+  return version
 
 
 def to_builtin(value: Any) -> Any:

@@ -23,7 +23,6 @@ import pathlib
 import jax
 import matplotlib
 import numpy as np
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -176,11 +175,7 @@ def main(argv):
   validation.validate(config, optim_strategy_config.schema())
   optim_strategy_config.check_relations(config)
   common.quiet_library_logs()
-  workdir = common.prepare_workdir(_WORKDIR.value)
-  try:
-    common.check_workdir_config(workdir, config)
-  except ValueError as error:
-    raise app.UsageError(str(error)) from None
+  workdir = common.start_run(_WORKDIR.value, config)
   metrics = common.MetricsLog(workdir)
   # The evaluation is recomputed on every run, so its earlier records go.
   metrics.truncate_after("evaluate", -1)

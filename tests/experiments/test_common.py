@@ -4,10 +4,12 @@ import json
 import pathlib
 import subprocess
 import sys
+from unittest import mock
 
 import ml_collections
 import pytest
 
+import autogan_jax
 from autogan_jax.core import validation
 from experiments import common
 
@@ -30,6 +32,22 @@ def test_start_run_refuses_folder_of_other_config(tmp_path):
   with pytest.raises(validation.ConfigError, match="fields that differ: search.budget"):
     common.start_run(tmp_path / "run", config)
   assert (workdir / "config.json").read_text() == saved
+
+
+def test_each_start_records_its_code_version(tmp_path, monkeypatch):
+  config = ml_collections.ConfigDict({"seed": 0})
+  common.start_run(tmp_path, config)
+  common.start_run(tmp_path, config)
+  monkeypatch.setattr(common, "code_version", lambda: "9.9.9+gitabc")
+  with mock.patch.object(common.logging, "warning") as warning:
+    common.start_run(tmp_path, config)
+  starts = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+  assert len(starts) == 3
+  assert starts[0]["code_version"] == starts[1]["code_version"]
+  assert starts[0]["code_version"].startswith(autogan_jax.__version__)
+  assert starts[2]["code_version"] == "9.9.9+gitabc"
+  assert warning.call_count == 1
+  assert "9.9.9+gitabc" in warning.call_args.args
 
 
 @pytest.mark.parametrize("module, config_file", [
