@@ -231,7 +231,8 @@ def run_search(problem: Problem, key: jax.Array, settings: SearchSettings, *,
     return problem.score(samples)
 
   @jax.jit
-  def run_round(state, archive, round_key):
+  def run_round(carry, round_key):
+    state, archive = carry["state"], carry["archive"]
     k_steps, k_propose = jax.random.split(round_key)
     top = gan.top_of_archive(archive.samples, archive.scores, settings.top_k)
 
@@ -251,18 +252,14 @@ def run_search(problem: Problem, key: jax.Array, settings: SearchSettings, *,
                          proposal_max=jnp.nanmax(finite_scores),
                          archive_best=jnp.max(archive.scores),
                          quarantined=archive.quarantined)
-    return state, archive, round_metrics
+    return {"state": state, "archive": archive}, round_metrics
 
   initial = problem.sample(g_params, k_initial, settings.initial_candidates)
   capacity = settings.initial_candidates + settings.rounds * settings.batch_size
   archive = new_archive(initial, score_batch(initial), capacity)
 
-  def round_fn(carry, round_key):
-    state, archive, metrics = run_round(carry["state"], carry["archive"], round_key)
-    return {"state": state, "archive": archive}, metrics
-
   carry, history = checkpoint.run_rounds(
-      round_fn, {"state": state, "archive": archive}, k_rounds, rounds=settings.rounds,
+      run_round, {"state": state, "archive": archive}, k_rounds, rounds=settings.rounds,
       fields=_HISTORY_FIELDS, checkpoint_dir=checkpoint_dir, on_round=on_round)
   return SearchResult(state=carry["state"], archive=carry["archive"], history=history)
 

@@ -251,7 +251,8 @@ def run_judged_search(pairs: list[ParentPair], key: jax.Array, settings: JudgeSe
                          g_opt_state=g_opt_state, step=state.step + 1), loss
 
   @jax.jit
-  def run_round(state, evidence, round_key):
+  def run_round(carry, round_key):
+    state, evidence = carry["state"], carry["evidence"]
     k_d, k_g, k_propose = jax.random.split(round_key, 3)
     state, d_losses = jax.lax.scan(
         lambda s, i: d_step(s, evidence, jax.random.fold_in(k_d, i)), state,
@@ -270,14 +271,10 @@ def run_judged_search(pairs: list[ParentPair], key: jax.Array, settings: JudgeSe
                "proposal_margin_mean": jnp.nanmean(finite),
                "proposal_margin_max": jnp.nanmax(finite),
                "quarantined": evidence.quarantined}
-    return state, evidence, metrics
-
-  def round_fn(carry, round_key):
-    state, evidence, metrics = run_round(carry["state"], carry["evidence"], round_key)
     return {"state": state, "evidence": evidence}, metrics
 
   carry, history = checkpoint.run_rounds(
-      round_fn, {"state": state, "evidence": evidence}, k_rounds, rounds=settings.rounds,
+      run_round, {"state": state, "evidence": evidence}, k_rounds, rounds=settings.rounds,
       fields=HISTORY_FIELDS, checkpoint_dir=checkpoint_dir, on_round=on_round)
   return JudgedResult(state=carry["state"], evidence=carry["evidence"], history=history)
 
