@@ -1,10 +1,10 @@
 """Settings of `python -m experiments.merge`: alignment barriers, merges, hybrids and orders.
 
-Presets: "default" (about 40 minutes on two CPU cores shared with five other
-jobs at a load average of 8 to 16, an estimate summed from stage times: the
-merge stage took 12.5 minutes and the combination stage 10.5), "smoke" (for the
-tests; 2 to 9 minutes on that machine, depending on its load) and "large" (the
-same study at GPU or TPU size, not run yet).
+Presets: "default" (about 20 minutes on two CPU cores shared with another
+experiment: a run from a fresh clone with three merge seeds took 13 minutes,
+and merge seeds 4 to 6 added 7), "smoke" (for the tests; 2 to 9 minutes on
+that machine, depending on its load) and "large" (the same study at GPU or TPU
+size, not run yet).
 """
 
 import ml_collections
