@@ -114,14 +114,17 @@ def run_main(main) -> None:
   """`app.run(main)`, with clear messages for an unknown config field or an invalid value.
 
   A `ConfigError` raised by `main` (they are raised before any compute) ends
-  the run with its message and the usage line instead of a traceback.
+  the run with its message and exit status 1 instead of a traceback. Orbax and
+  its storage layer log only warnings.
   """
 
   def checked_main(argv):
+    quiet_library_logs()
     try:
       return main(argv)
     except validation.ConfigError as error:
-      raise app.UsageError(f"Invalid config:\n{error}") from None
+      sys.stderr.write(f"FATAL Invalid config:\n{error}\n")
+      sys.exit(1)
 
   app.run(checked_main, flags_parser=_parse_flags)
 

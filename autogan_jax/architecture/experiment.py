@@ -37,7 +37,7 @@ TASK_EMBEDDINGS = {"digits": np.array([1.0, 0.0], np.float32),
 
 SCHEMA = {
     "tasks": validation.SequenceOf(validation.OneOf(TASKS)),
-    "seeds": validation.SequenceOf(validation.IntRange(0)),
+    "seeds": validation.SequenceOf(validation.IntRange(0), distinct=True),
     "update_rule": validation.OneOf(optim.DEFAULT_RULES),
     "methods": validation.SequenceOf(validation.OneOf(search_lib.METHODS)),
     "train_steps": validation.IntRange(1),
@@ -51,6 +51,12 @@ SCHEMA = {
     "space.heads": validation.SequenceOf(validation.IntRange(1, 64)),
     "search.budget": validation.IntRange(2),
     "search.round_size": validation.IntRange(1),
+    "search.evolution_population": validation.IntRange(2),
+    "search.tournament_size": validation.IntRange(1),
+    "search.gan_batch": validation.IntRange(1),
+    "search.top_fraction": validation.FloatRange(0.0, 1.0, low_inclusive=False),
+    "search.g_learning_rate": validation.FloatRange(0.0, low_inclusive=False),
+    "search.d_learning_rate": validation.FloatRange(0.0, low_inclusive=False),
     "search.gan_steps": validation.IntRange(1),
     "search.candidates_per_model": validation.IntRange(1),
     "search.explore_fraction": validation.FloatRange(0.0, 1.0),
@@ -79,9 +85,19 @@ SCHEMA = {
 def validate_config(config) -> None:
   """Raise ConfigError naming every invalid field before any compute."""
   validation.validate(config, SCHEMA)
-  if len(set(config.seeds)) != len(config.seeds):
-    raise validation.ConfigError(f"Invalid config value seeds={list(config.seeds)}: "
-                                 "seeds must be distinct.")
+  s = config.search
+  problems = []
+  if s.round_size >= s.budget:
+    problems.append(
+        f"Invalid config value search.round_size={s.round_size}: expected less than "
+        f"search.budget={s.budget}, because the first round trains random specs for every "
+        "method and no adversarial or evolution round would be left.")
+  if s.tournament_size > s.evolution_population:
+    problems.append(
+        f"Invalid config value search.tournament_size={s.tournament_size}: expected at most "
+        f"search.evolution_population={s.evolution_population}.")
+  if problems:
+    raise validation.ConfigError("\n".join(problems))
   _space(config)
   _search_config(config)
   _ranking_config(config)
@@ -141,6 +157,8 @@ def run_searches(config, workdir: pathlib.Path, metrics_log=None) -> dict:
   folder = workdir / "searches"
   folder.mkdir(parents=True, exist_ok=True)
   results: dict[str, dict[str, list[search_lib.SearchResult]]] = {}
+  total = len(config.tasks) * len(config.seeds) * len(config.methods)
+  done, ran, run_seconds = 0, 0, 0.0
   for task in config.tasks:
     data, io = _load_task(task, config)
     trainer = zoo_lib.ZooTrainer(space, data, io, config.train_steps, config.population_size)
@@ -148,10 +166,15 @@ def run_searches(config, workdir: pathlib.Path, metrics_log=None) -> dict:
     for seed in config.seeds:
       for method in config.methods:
         path = folder / f"{task}_{method}_seed{seed}.json"
+        done += 1
         if path.exists():
           results[task][method].append(_result_from_json(json.loads(path.read_text())))
-          logging.info("Loaded finished search %s.", path.name)
+          logging.info("Search %d/%d (%s, %s, seed %d): loaded the finished %s.", done, total,
+                       task, method, seed, path.name)
           continue
+        eta = f"{(total - done + 1) * run_seconds / ran:.0f} s" if ran else "unknown"
+        logging.info("Search %d/%d: %s, %s, seed %d (ETA of the searches left: %s).", done,
+                     total, task, method, seed, eta)
         start = time.perf_counter()
         keep = method == "random" and seed == config.seeds[0]
         result = search_lib.run_search(method, trainer, TASK_EMBEDDINGS[task], search_config,
@@ -160,6 +183,8 @@ def run_searches(config, workdir: pathlib.Path, metrics_log=None) -> dict:
           zoo_lib.save_zoo(workdir / "zoo" / task, result.records, io, task)
         path.write_text(json.dumps(_result_to_json(result)))
         results[task][method].append(result)
+        ran += 1
+        run_seconds += time.perf_counter() - start
         if metrics_log is not None:
           metrics_log.append({"phase": "search", "step": len(result.choices), "task": task,
                               "method": method, "seed": seed,
@@ -371,9 +396,9 @@ def markdown_report(config, search: dict, ranks: dict, weights: dict | None) -> 
                 f"{first['heldout_models']} random-search models. D trains on the "
                 f"{first['train_models']} models of the other seeds' searches and reads the "
                 f"spec and the first {f['early_steps']} of {config.train_steps} training "
-                f"steps.{prior} Minus the early loss is the mean training loss of the last five "
-                "early steps; minus the final loss uses the last five of all steps, which an "
-                "early ranker cannot see. Valid against test is the Spearman correlation of "
+                f"steps.{prior} Minus the early loss is the mean training loss of the last "
+                f"{min(5, f['early_steps'])} early steps; minus the final loss uses the last "
+                f"{min(5, config.train_steps)} of all steps, which an early ranker cannot see. Valid against test is the Spearman correlation of "
                 "the held-out models' validation and test accuracies: how reproducible the "
                 "order to predict is.\n")
     rows = [[p["heldout_seed"], *(p[k] for k in columns)] for p in f["per_seed"]]

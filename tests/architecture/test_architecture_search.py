@@ -171,6 +171,21 @@ def test_invalid_config_rejected_before_compute(tmp_path):
   assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("round_size", 8, "search.round_size=8: expected less than search.budget=8"),
+    ("tournament_size", 9, "search.tournament_size=9: expected at most"),
+    ("top_fraction", 2.0, "search.top_fraction=2.0"),
+])
+def test_contradicting_search_values_rejected(tmp_path, field, value, message):
+  config = _smoke_config()
+  config.search.budget = 8
+  config.search.evolution_population = 8
+  config.search[field] = value
+  with pytest.raises(ConfigError, match=message):
+    experiment.run(config, tmp_path)
+  assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.slow
 def test_smoke_experiment_writes_report_and_resumes(tmp_path):
   config = _smoke_config()

@@ -76,7 +76,10 @@ def test_invalid_value_and_other_config_end_without_traceback(tmp_path):
   result = _launch("experiments.architecture_search", f"--workdir={tmp_path}", smoke,
                    "--config.seeds=(3,3)")
   assert result.returncode == 1
-  assert "Invalid config value seeds=[3, 3]" in result.stderr
+  assert "Invalid config value seeds=(3, 3)" in result.stderr
+  assert "repeated: [3]" in result.stderr
+  # The message comes alone, without the program's usage text.
+  assert "python -m experiments.architecture_search" not in result.stderr
   assert "Traceback" not in result.stderr
   assert not (tmp_path / "searches").exists()
 
