@@ -141,8 +141,8 @@ def prepare_workdir(path: str | pathlib.Path) -> pathlib.Path:
 def start_run(path: str | pathlib.Path, config, may_differ: tuple[str, ...] = ()) -> pathlib.Path:
   """Create or reopen the run folder `path` for `config`; return it as an absolute path.
 
-  Finished parts of a run are reused by name on a rerun, so a folder that holds
-  a run of another config is refused with a `ConfigError` before any compute.
+  Finished parts of a run are reused by name on a rerun, so a folder that contains
+  a run of another config is rejected with a `ConfigError` before any compute.
   """
   workdir = prepare_workdir(path)
   check_workdir_config(workdir, config, may_differ)

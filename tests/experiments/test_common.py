@@ -22,7 +22,7 @@ def _launch(module, *args):
                         check=False)
 
 
-def test_start_run_refuses_folder_of_other_config(tmp_path):
+def test_start_run_rejects_other_config(tmp_path):
   config = ml_collections.ConfigDict({"seed": 0, "search": {"budget": 8}})
   workdir = common.start_run(tmp_path / "run", config)
   saved = (workdir / "config.json").read_text()
@@ -83,7 +83,7 @@ def test_invalid_value_and_other_config_end_without_traceback(tmp_path):
   assert "Traceback" not in result.stderr
   assert not (tmp_path / "searches").exists()
 
-  # A folder that holds another config's run is refused before any search starts.
+  # A folder that contains another config's run is rejected before any search starts.
   config = json.loads(subprocess.run(
       [sys.executable, "-c", "from experiments.configs import architecture_search as c; "
        "print(c.get_config('smoke').to_json_best_effort())"],
