@@ -25,6 +25,7 @@ from experiments.configs import merge as merge_config
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402  The backend must be set first.
+from matplotlib import ticker  # noqa: E402
 
 _CONFIG, _WORKDIR = common.define_run_flags(
     "experiments/configs/merge.py", None, "Merge study config file and preset.",
@@ -42,8 +43,10 @@ def plot_barriers(report: dict, path: pathlib.Path) -> None:
             label="after weight matching" if i == 0 else None)
   ax.set_xlabel("interpolation coefficient t")
   ax.set_ylabel("test cross-entropy (all ten digits)")
-  ax.set_title(f"Linear paths between MLPs from different seeds "
-               f"({len(report['barrier']['pairs'])} pairs)")
+  pairs = report["barrier"]["pairs"]
+  seeds = ", ".join("-".join(str(seed) for seed in pair["seeds"]) for pair in pairs)
+  ax.set_title(f"Linear paths between MLPs from different seeds\n"
+               f"({_count(len(pairs), 'pair')}, seeds {seeds})")
   ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=120)
@@ -71,9 +74,14 @@ def plot_merges(report: dict, path: pathlib.Path) -> None:
   plt.close(fig)
 
 
-def plot_searches(records: list[dict], path: pathlib.Path) -> None:
+def _count(number: int, noun: str) -> str:
+  return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def plot_searches(records: list[dict], path: pathlib.Path, study_seed: int) -> None:
   """Plot G's proposals by round: scores of the adversarial searches, margins of the judged one."""
   fig, (ax_score, ax_margin) = plt.subplots(1, 2, figsize=(11, 4))
+  ax_share = ax_margin.twinx()
   phases = sorted({r["phase"] for r in records})
   for phase in phases:
     rows = sorted((r for r in records if r["phase"] == phase), key=lambda r: r["step"])
@@ -83,15 +91,22 @@ def plot_searches(records: list[dict], path: pathlib.Path) -> None:
     else:
       ax_margin.plot(steps, [r["proposal_margin_mean"] for r in rows],
                      label=f"{phase}: mean margin")
-      ax_margin.plot(steps, [r["proposal_beats_fraction"] for r in rows], linestyle="--",
-                     label=f"{phase}: share beating both parents")
-  ax_score.set_xlabel("round")
-  ax_score.set_ylabel("mean validation score of G's proposals\n(interpolate: fitting part only)")
+      ax_share.plot(steps, [r["proposal_beats_fraction"] for r in rows], linestyle="--",
+                    color="tab:gray", label=f"{phase}: share beating both parents")
+  for ax in (ax_score, ax_margin):
+    ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+  ax_score.set_title(f"Mean score of G's proposals per round (study seed {study_seed})")
+  ax_score.set_ylabel("mean score of the proposals on the data\nthe search fits on (see report)")
   ax_score.legend(fontsize=8)
-  ax_margin.set_xlabel("round")
-  ax_margin.set_ylabel("hybrid minus better parent (validation)")
+  ax_margin.set_title(f"G_combine's hybrids per round (study seed {study_seed})")
+  ax_margin.set_ylabel("mean validation score of the hybrids\nminus their better parent's")
+  ax_share.set_ylabel("share of hybrids beating both parents")
+  ax_share.set_ylim(0.0, 1.05)
   ax_margin.axhline(0.0, color="gray", linewidth=0.5)
-  ax_margin.legend(fontsize=8)
+  lines = ax_margin.get_legend_handles_labels()
+  shares = ax_share.get_legend_handles_labels()
+  ax_margin.legend(lines[0] + shares[0], lines[1] + shares[1], fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -197,11 +212,12 @@ def _merge_section(merge: dict, config) -> list[str]:
   verdict = "not met"
   if merge["goal_met"]:
     verdict = "met" if images >= 1 else "met, by less than one test digit"
-  lines += ["", f"Mean test accuracy over {s['runs']} seeds: learned (selected) "
+  lines += ["", f"Mean test accuracy over {_count(s['runs'], 'seed')}: learned (selected) "
             f"{s['learned_test_accuracy_mean']:.4f}, best fixed "
             f"{s['best_fixed_test_accuracy_mean']:.4f}, archive best by fitting score without "
             f"selection {s['archive_best_test_accuracy_mean']:.4f}. The learned merge wins on "
-            f"{s['learned_wins']} of {s['runs']} seeds, ties on {s['learned_ties']} and loses on "
+            f"{s['learned_wins']} of {_count(s['runs'], 'seed')}, ties on {s['learned_ties']} "
+            "and loses on "
             f"{s['runs'] - s['learned_wins'] - s['learned_ties']}; on the mean it classifies "
             f"{images:+.1f} test digits of 360 more than the best fixed merge. Mean "
             f"validation accuracy: learned {learned_valid:.4f}, best fixed {fixed_valid:.4f}. "
@@ -218,7 +234,8 @@ def markdown(report: dict, config) -> str:
            f"{tuple(config.mlp.hidden_sizes)}. Data: scikit-learn digits, fixed split "
            "(1078 train, 359 validation, 360 test).", "",
            "## Loss barrier before and after weight matching", "",
-           f"{len(barrier['pairs'])} pairs of MLPs, each trained for {config.barrier.steps} "
+           f"{_count(len(barrier['pairs']), 'pair')} of MLPs, each trained for "
+           f"{config.barrier.steps} "
            f"steps on all digits from its own seed; barrier = max over {config.barrier.points} "
            "points t of loss(t) minus the chord between the end losses.", ""]
   rows = []
@@ -229,7 +246,7 @@ def markdown(report: dict, config) -> str:
   lines.append(common.markdown_table(
       ["seeds", "split", "barrier before", "barrier after", "share removed"], rows))
   summary = barrier["summary"]["test"]
-  lines += [f"Test split, mean of {len(barrier['pairs'])} pairs: barrier "
+  lines += [f"Test split, mean of {_count(len(barrier['pairs']), 'pair')}: barrier "
             f"{summary['barrier_before_mean']:.4f} before, {summary['barrier_after_mean']:.4f} "
             f"after; share removed mean {_number(summary['removed_fraction_mean'])}, minimum "
             f"{_number(summary['removed_fraction_min'])}. Goal (at least 0.8 removed in every "
@@ -253,7 +270,8 @@ def markdown(report: dict, config) -> str:
   lines += [f"D_combine judges whether a hybrid's validation {comb['metric']} exceeds its "
             f"better parent's. It is trained on {judge['evidence_size']} scored hybrids "
             f"(share beating their parents {judge['evidence_beats_fraction']:.3f}) of "
-            f"{len(judge['pairs'])} parent pairs, {config.combine.initial_per_pair} random ones "
+            f"{_count(len(judge['pairs']), 'parent pair')}, "
+            f"{config.combine.initial_per_pair} random ones "
             "per pair and "
             f"{config.search.batch_size} of G_combine's proposals per round for "
             f"{config.search.rounds} rounds, and G_combine is trained to maximise D's "
@@ -306,7 +324,7 @@ def run(config, workdir: str | pathlib.Path) -> dict:
   common.write_report(workdir, report, markdown(report, config))
   plot_barriers(report, workdir / "barrier.png")
   plot_merges(report, workdir / "merges.png")
-  plot_searches(metrics.read(), workdir / "searches.png")
+  plot_searches(metrics.read(), workdir / "searches.png", config.seed)
   logging.info("Wrote %s.", workdir / "report.md")
   return report
 

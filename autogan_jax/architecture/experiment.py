@@ -398,9 +398,9 @@ def markdown_report(config, search: dict, ranks: dict, weights: dict | None) -> 
                 f"spec and the first {f['early_steps']} of {config.train_steps} training "
                 f"steps.{prior} Minus the early loss is the mean training loss of the last "
                 f"{min(5, f['early_steps'])} early steps; minus the final loss uses the last "
-                f"{min(5, config.train_steps)} of all steps, which an early ranker cannot see. Valid against test is the Spearman correlation of "
-                "the held-out models' validation and test accuracies: how reproducible the "
-                "order to predict is.\n")
+                f"{min(5, config.train_steps)} of all steps, which an early ranker cannot "
+                "see. Valid against test is the Spearman correlation of the held-out models' "
+                "validation and test accuracies: how reproducible the order to predict is.\n")
     rows = [[p["heldout_seed"], *(p[k] for k in columns)] for p in f["per_seed"]]
     rows.append(["mean", *(f[f"{k}_mean"] for k in columns)])
     text.append(_table(["held-out seed", "D: spec and early curve", "D: spec only",

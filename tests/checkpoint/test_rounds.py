@@ -1,4 +1,4 @@
-"""Resumable search rounds: a loop stopped after any round and resumed ends as an uninterrupted one."""
+"""Resumable search rounds: a loop stopped and resumed ends as an uninterrupted one."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""The launchers' shared command-line handling: unknown config fields, invalid values, reused folders."""
+"""The launchers' shared handling of unknown config fields, invalid values and reused folders."""
 
 import json
 import pathlib
