@@ -100,7 +100,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
   except flags.Error as error:
     message = str(error)
     if "Traceback (most recent call last)" in message:
-      # A config file that raised: its traceback is embedded; keep the exception's last line.
+      # A config file that raised embeds its traceback, so only the exception's last line is kept.
       head = message.split("Traceback (most recent call last)")[0].strip()
       message = f"{head} {message.strip().splitlines()[-1]}"
     sys.stderr.write(f"FATAL Flags parsing error: {message}\n"
@@ -139,7 +139,7 @@ def prepare_workdir(path: str | pathlib.Path) -> pathlib.Path:
 
 
 def start_run(path: str | pathlib.Path, config, may_differ: tuple[str, ...] = ()) -> pathlib.Path:
-  """Create or reopen the run folder `path` for `config`; return it as an absolute path.
+  """Create or reopen the run folder `path` for `config`, and return it as an absolute path.
 
   Finished parts of a run are reused by name on a rerun, so a folder that contains
   a run of another config is rejected with a `ConfigError` before any compute.
@@ -151,7 +151,7 @@ def start_run(path: str | pathlib.Path, config, may_differ: tuple[str, ...] = ()
 
 
 def code_version() -> str:
-  """The package version, plus the git commit (and "-dirty" with uncommitted changes) if known."""
+  """Return the package version, plus the git commit and "-dirty" for uncommitted changes."""
   repo = pathlib.Path(__file__).resolve().parents[1]
   try:
     commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
@@ -165,9 +165,9 @@ def code_version() -> str:
 
 
 def record_code_version(workdir: pathlib.Path) -> str:
-  """Append this start's code version to `runs.jsonl`; warn when an earlier start differs.
+  """Append this start's code version to `runs.jsonl`, and warn when the last start's differs.
 
-  A resumed run reuses the parts an earlier start finished, so the log tells
+  A resumed run reuses the parts an earlier start finished, so the log records
   which code wrote which part.
   """
   version = code_version()
