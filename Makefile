@@ -25,4 +25,4 @@ test: $(INSTALLED)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) .jax_cache runs
