@@ -7,6 +7,7 @@ import logging as py_logging
 import datetime
 import math
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -94,11 +95,29 @@ def _exit_unknown_field(error: Exception, argv: list[str]) -> None:
   sys.exit(1)
 
 
+def _preset_value_hint(message: str) -> str:
+  """Name the preset's value and type of the `--config.FIELD` that failed to parse, if known."""
+  match = re.match(r"flag --config\.([\w.]+)=", message)
+  if match is None or "config" not in flags.FLAGS:
+    return ""
+  try:
+    value = flags.FLAGS["config"].value
+    for part in match.group(1).split("."):
+      value = value[part]
+  except (AttributeError, KeyError, TypeError):
+    return ""
+  return (f" The preset sets config.{match.group(1)} to {value!r} ({type(value).__name__}); "
+          "pass a value of that type.")
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as error:
     message = str(error)
+    hint = _preset_value_hint(message)
+    if hint:
+      message = message.rstrip(". ") + "." + hint
     if "Traceback (most recent call last)" in message:
       # A config file that raised embeds its traceback, so only the exception's last line is kept.
       head = message.split("Traceback (most recent call last)")[0].strip()

@@ -63,6 +63,17 @@ def test_unknown_config_field_is_named_without_traceback(tmp_path, module, confi
   assert not any(tmp_path.iterdir())
 
 
+def test_wrong_type_names_preset_value(tmp_path):
+  result = _launch("experiments.architecture_search", f"--workdir={tmp_path}",
+                   "--config=experiments/configs/architecture_search.py:smoke",
+                   "--config.train_steps=1.5")
+  assert result.returncode == 1
+  assert "--config.train_steps=1.5" in result.stderr
+  assert "The preset sets config.train_steps to 10 (int)" in result.stderr
+  assert "Traceback" not in result.stderr
+  assert not any(tmp_path.iterdir())
+
+
 def test_unknown_preset_is_one_line_without_traceback(tmp_path):
   result = _launch("experiments.merge", f"--workdir={tmp_path}",
                    "--config=experiments/configs/merge.py:huge")
