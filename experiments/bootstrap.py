@@ -36,7 +36,6 @@ from autogan_jax import meta
 from autogan_jax import optim
 from autogan_jax import tasks
 from autogan_jax.checkpoint import RunCheckpointer
-from autogan_jax.core import validation
 from experiments import bootstrap_components
 from experiments import bootstrap_phases
 from experiments import bootstrap_report
@@ -190,11 +189,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
-  try:
-    bootstrap_config.validate(config)
-  except validation.ConfigError as error:
-    raise app.UsageError(f"Invalid config:\n{error}") from None
-  common.quiet_library_logs()
+  bootstrap_config.validate(config)
   try:
     distributed.initialize_from_flags()
   except ValueError as error:

@@ -174,7 +174,6 @@ def main(argv):
   config = _CONFIG.value
   validation.validate(config, optim_strategy_config.schema())
   optim_strategy_config.check_relations(config)
-  common.quiet_library_logs()
   workdir = common.start_run(_WORKDIR.value, config)
   metrics = common.MetricsLog(workdir)
   # The evaluation is recomputed on every run, so its earlier records go.

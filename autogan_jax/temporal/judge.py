@@ -24,8 +24,6 @@ from autogan_jax.temporal import model as model_lib
 from autogan_jax.temporal import structure as structure_lib
 from autogan_jax.temporal import training
 
-# Built once so that the jitted loop, keyed on the transforms, compiles once.
-
 
 def init_discriminator(key: jax.Array, dim: int, steps: int, hidden: int = 64) -> dict:
   k1, k2, k3 = jax.random.split(key, 3)

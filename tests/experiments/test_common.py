@@ -12,6 +12,7 @@ import pytest
 import autogan_jax
 from autogan_jax.core import validation
 from experiments import common
+from experiments.configs import architecture_search as architecture_search_config
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -54,7 +55,7 @@ def test_each_start_records_its_code_version(tmp_path, monkeypatch):
     ("experiments.architecture_search", "architecture_search"),
     ("experiments.merge", "merge"),
 ])
-def test_unknown_config_field_is_named_without_traceback(tmp_path, module, config_file):
+def test_unknown_field_named_cleanly(tmp_path, module, config_file):
   result = _launch(module, f"--workdir={tmp_path}",
                    f"--config=experiments/configs/{config_file}.py:smoke", "--config.search.nope=1")
   assert result.returncode == 1
@@ -74,15 +75,16 @@ def test_wrong_type_names_preset_value(tmp_path):
   assert not any(tmp_path.iterdir())
 
 
-def test_unknown_preset_is_one_line_without_traceback(tmp_path):
+def test_unknown_preset_one_line(tmp_path):
   result = _launch("experiments.merge", f"--workdir={tmp_path}",
                    "--config=experiments/configs/merge.py:huge")
   assert result.returncode == 1
   assert "Traceback" not in result.stderr
-  assert "huge" in result.stderr and "preset" in result.stderr
+  assert "huge" in result.stderr
+  assert "preset" in result.stderr
 
 
-def test_invalid_value_and_other_config_end_without_traceback(tmp_path):
+def test_bad_value_and_other_config(tmp_path):
   smoke = "--config=experiments/configs/architecture_search.py:smoke"
   result = _launch("experiments.architecture_search", f"--workdir={tmp_path}", smoke,
                    "--config.seeds=(3,3)")
@@ -95,10 +97,7 @@ def test_invalid_value_and_other_config_end_without_traceback(tmp_path):
   assert not (tmp_path / "searches").exists()
 
   # A folder that contains another config's run is rejected before any search starts.
-  config = json.loads(subprocess.run(
-      [sys.executable, "-c", "from experiments.configs import architecture_search as c; "
-       "print(c.get_config('smoke').to_json_best_effort())"],
-      cwd=REPO, capture_output=True, text=True, check=True).stdout)
+  config = json.loads(architecture_search_config.get_config("smoke").to_json_best_effort())
   config["search"]["budget"] = 4
   (tmp_path / "config.json").write_text(json.dumps(config))
   result = _launch("experiments.architecture_search", f"--workdir={tmp_path}", smoke)
