@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging as py_logging
-import datetime
 import math
 import pathlib
 import re

@@ -208,10 +208,10 @@ def _merge_section(merge: dict, config) -> list[str]:
   learned_loss = np.mean([run["learned"]["selected"]["test_loss"] for run in merge["runs"]])
   fixed_loss = np.mean([run["learned"]["candidates"]["best_fixed"]["test_loss"]
                         for run in merge["runs"]])
-  images = 360 * (s['learned_test_accuracy_mean'] - s['best_fixed_test_accuracy_mean'])
+  digit_gap = 360 * (s["learned_test_accuracy_mean"] - s["best_fixed_test_accuracy_mean"])
   verdict = "not met"
   if merge["goal_met"]:
-    verdict = "met" if images >= 1 else "met, by less than one test digit"
+    verdict = "met" if digit_gap >= 1 else "met, by less than one test digit"
   lines += ["", f"Mean test accuracy over {_count(s['runs'], 'seed')}: learned (selected) "
             f"{s['learned_test_accuracy_mean']:.4f}, best fixed "
             f"{s['best_fixed_test_accuracy_mean']:.4f}, archive best by fitting score without "
@@ -219,7 +219,7 @@ def _merge_section(merge: dict, config) -> list[str]:
             f"{s['learned_wins']} of {_count(s['runs'], 'seed')}, ties on {s['learned_ties']} "
             "and loses on "
             f"{s['runs'] - s['learned_wins'] - s['learned_ties']}; on the mean it classifies "
-            f"{images:+.1f} test digits of 360 more than the best fixed merge. Mean "
+            f"{digit_gap:+.1f} test digits of 360 more than the best fixed merge. Mean "
             f"validation accuracy: learned {learned_valid:.4f}, best fixed {fixed_valid:.4f}. "
             f"Mean test cross-entropy: learned {learned_loss:.4f}, best fixed {fixed_loss:.4f}. "
             f"Goal (learned beats best fixed on the mean): {verdict}.", ""]

@@ -428,7 +428,7 @@ def run(config, workdir: pathlib.Path, metrics_log=None) -> tuple[dict, str]:
   plot_search(search, workdir / "best_found_vs_budget.png")
   ranks = ranking_figures(config, results)
   weights = weight_figures(config) if config.weights.enabled else None
-  # A rerun loads finished searches, so this is the wall time of this start only;
+  # A rerun loads finished searches, so this is the wall time of this start only.
   # metrics.jsonl has each search's own time.
   report = {"search": search, "ranking": ranks, "weights": weights,
             "seconds_this_start": time.perf_counter() - start, "seeds": list(config.seeds),

@@ -23,7 +23,7 @@ def run_rounds(round_fn: RoundFn, carry: dict[str, PyTree], key: jax.Array, *, r
   """Run `carry, metrics = round_fn(carry, fold_in(key, r))` for rounds r = 0 .. rounds - 1.
 
   Args:
-    round_fn: one round; its metrics must hold every name in `fields`.
+    round_fn: one round; its metrics must contain every name in `fields`.
     carry: the state the rounds thread through, a dict of pytrees whose
       shapes do not change from round to round.
     key: round r draws from `jax.random.fold_in(key, r)`, so a resumed loop

@@ -46,7 +46,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
 
   # Parents: a base trained briefly on all digits, fine-tuned on two digit subsets.
   config.merge = ml_collections.ConfigDict()
-  # Seeds 1-3 were seen while the learned merge's selection rule was chosen; seeds
+  # Seeds 1-3 were seen while the learned merge's selection rule was chosen. Seeds
   # 4-6 were first run afterwards, with no change, as a blind check.
   config.merge.seeds = (1, 2, 3, 4, 5, 6)
   config.merge.base_steps = 100

@@ -19,7 +19,7 @@ def _start():
   return {"state": jnp.zeros(3), "count": jnp.int32(0)}
 
 
-def test_history_and_carry_of_an_uninterrupted_loop():
+def test_uninterrupted_loop_history_and_carry():
   seen = []
   carry, history = checkpoint.run_rounds(_round, _start(), jax.random.key(0), rounds=4,
                                          fields=("mean", "count"),
