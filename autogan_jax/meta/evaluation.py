@@ -15,6 +15,7 @@ Every run of a grid trains in one `jit(vmap(vmap(scan)))` call.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -84,7 +85,11 @@ def steps_to_reach(curve: np.ndarray, threshold: float, eval_every: int) -> int 
 
 
 def _pick_tuned(curves: dict[str, np.ndarray], learning_rates: Sequence[float]):
-  score = np.nanmean(curves["valid_loss"], axis=1)
+  with warnings.catch_warnings():
+    # A learning rate that diverged has no finite validation loss, and numpy warns about
+    # its empty mean. Its score is NaN, which the next line turns into infinity.
+    warnings.simplefilter("ignore", RuntimeWarning)
+    score = np.nanmean(curves["valid_loss"], axis=1)
   score = np.where(np.isfinite(score), score, np.inf)
   best = int(np.argmin(score))
   return float(learning_rates[best]), jax.tree.map(lambda x: x[best], curves)

@@ -1,3 +1,5 @@
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +9,7 @@ from autogan_jax import core
 from autogan_jax import meta
 from autogan_jax import optim
 from autogan_jax import tasks
+from autogan_jax.meta import evaluation
 
 HORIZON = 20
 
@@ -151,3 +154,12 @@ def test_validation_keeps_best_and_rejects_divergent_rule():
   state = meta.keep_best(state, score(diverging))
   assert int(state.best_step) == 0
   np.testing.assert_array_equal(state.best_meta_params["log_lr"], good["log_lr"])
+
+
+def test_tuning_skips_diverged_rate_quietly():
+  curves = {"valid_loss": np.array([[np.nan, np.nan], [1.0, 2.0], [3.0, np.nan]])}
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", RuntimeWarning)
+    rate, picked = evaluation._pick_tuned(curves, [0.1, 0.01, 0.001])
+  assert rate == 0.01
+  np.testing.assert_array_equal(picked["valid_loss"], [1.0, 2.0])
